@@ -1,0 +1,76 @@
+"""Agent configuration: one TOML file, a section per concern, validated by Pydantic.
+
+Every field has a default that works on a developer machine; a device's file under
+``/etc/edge-agent/agent.toml`` sets its id, its broker and its cameras.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_agent.contract import DEFAULT_TOPIC_ROOT, IdString
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttConfig(_Section):
+    """Where and how the agent publishes."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    topic_root: str = DEFAULT_TOPIC_ROOT
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(default=30, ge=5)
+
+
+class CameraConfig(_Section):
+    """One source: a file path, an ``rtsp://``/``http://`` URL, or a USB index like ``0``."""
+
+    id: IdString
+    source: str
+    fps: float | None = Field(default=None, gt=0, description="Process at most this rate.")
+    loop: bool = False
+
+
+class TrackerConfig(_Section):
+    """When a face is the same person, and when a person has left."""
+
+    iou_match: float = Field(default=0.3, gt=0, lt=1)
+    max_missed_s: float = Field(default=1.0, gt=0, description="Unseen this long: track ends.")
+    min_hits: int = Field(default=3, ge=1, description="Detections before a track counts.")
+    max_age_s: float = Field(default=600.0, gt=0, description="Publish long stays at least this often.")
+    best_crops: int = Field(default=5, ge=1, le=50)
+
+
+class DetectorConfig(_Section):
+    """BlazeFace variant and thresholds."""
+
+    model: Literal["short_range", "full_range"] = "full_range"
+    score_threshold: float = Field(default=0.6, gt=0, lt=1)
+    min_face_px: int = Field(default=24, ge=8, description="Smaller faces are not estimated.")
+
+
+class AgentConfig(_Section):
+    """The whole agent."""
+
+    device_id: IdString = "dev-local"
+    models_dir: Path | None = None
+    mqtt: MqttConfig = MqttConfig()
+    detector: DetectorConfig = DetectorConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        """Read and validate a TOML file; errors name the file and the bad field."""
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+        return cls.model_validate(data)
