@@ -1,0 +1,113 @@
+"""``cloud-hub``: serve, migrate, print stats, or bring the whole system up for a first run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from cloud_hub.settings import HubSettings
+
+
+def _serve(args: argparse.Namespace, settings: HubSettings) -> int:
+    import uvicorn
+
+    from cloud_hub.api import create_app
+    from cloud_hub.logging import configure_logging
+
+    if args.host:
+        settings.http_host = args.host
+    if args.port is not None:
+        settings.http_port = args.port
+    configure_logging(settings.log_format, settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _migrate(_args: argparse.Namespace, settings: HubSettings) -> int:
+    from cloud_hub.db import prepare_database
+    from cloud_hub.logging import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    applied = asyncio.run(prepare_database(settings.database_url))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
+    return 0
+
+
+def _stats(args: argparse.Namespace, settings: HubSettings) -> int:
+    from cloud_hub.report import fetch_stats, format_stats
+
+    stats = fetch_stats(
+        args.url or settings.api_url,
+        start=args.start or "",
+        end=args.end or "",
+        bucket=args.bucket,
+        device_id=args.device_id or "",
+        camera_id=args.camera_id or "",
+    )
+    print(format_stats(stats, skip_empty=not args.all))
+    return 0
+
+
+def _up(args: argparse.Namespace, settings: HubSettings) -> int:
+    from cloud_hub.up import run_up
+
+    return asyncio.run(run_up(settings, args.source, exit_after_demo=args.exit_after_demo))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; settings come from ``HUB_*`` environment variables."""
+    parser = argparse.ArgumentParser(
+        prog="cloud-hub", description="Collect person events over MQTT and serve statistics."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run MQTT ingest and the HTTP API in one process")
+    serve.add_argument("--host", help="HTTP bind address (default HUB_HTTP_HOST)")
+    serve.add_argument("--port", type=int, help="HTTP port (default HUB_HTTP_PORT)")
+    serve.set_defaults(func=_serve)
+
+    migrate = sub.add_parser("migrate", help="create the database and apply migrations")
+    migrate.set_defaults(func=_migrate)
+
+    stats = sub.add_parser("stats", help="print /v1/stats from a running hub as a table")
+    stats.add_argument("--url", help="hub base URL (default from HUB_HTTP_HOST/PORT)")
+    stats.add_argument("--start", help="ISO datetime (default 24 hours before end)")
+    stats.add_argument("--end", help="ISO datetime (default now)")
+    stats.add_argument("--bucket", choices=["hour", "day"], default="hour")
+    stats.add_argument("--device-id")
+    stats.add_argument("--camera-id")
+    stats.add_argument("--all", action="store_true", help="show empty buckets too")
+    stats.set_defaults(func=_stats)
+
+    up = sub.add_parser(
+        "up", help="first run: start what is missing, the hub, and an agent on a video"
+    )
+    up.add_argument("source", nargs="?", help="video file, URL or USB index (default: demo clip)")
+    up.add_argument(
+        "--exit-after-demo", action="store_true", help="stop once the agent's events are in"
+    )
+    up.set_defaults(func=_up)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cloud-hub`` console script."""
+    args = build_parser().parse_args(argv)
+    settings = HubSettings()
+    code: int = args.func(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

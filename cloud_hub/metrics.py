@@ -1,0 +1,30 @@
+"""Every Prometheus metric the hub exports, defined in one place so names stay consistent."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter(
+    "hub_messages_received_total", "MQTT messages handed to the ingest queue."
+)
+EVENTS_STORED = Counter("hub_events_stored_total", "Person events newly written to the database.")
+EVENTS_DUPLICATE = Counter(
+    "hub_events_duplicate_total", "Valid events already stored (redeliveries), not written again."
+)
+MESSAGES_REJECTED = Counter(
+    "hub_messages_rejected_total", "Messages that failed validation, by reason.", ["reason"]
+)
+BATCH_SECONDS = Histogram(
+    "hub_batch_write_seconds",
+    "Time to write one batch and commit it.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BATCH_SIZE = Histogram(
+    "hub_batch_messages",
+    "Messages per written batch.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+QUEUE_DEPTH = Gauge("hub_ingest_queue_depth", "Messages received but not yet written and acked.")
+DB_ERRORS = Counter("hub_db_errors_total", "Failed database writes (retried with backoff).")
+REDIS_ERRORS = Counter("hub_redis_errors_total", "Failed or skipped live-cache updates.")
+MQTT_CONNECTED = Gauge("hub_mqtt_connected", "1 while the hub is connected to the broker.")

@@ -1,0 +1,93 @@
+"""The running hub: database pool, live cache and MQTT ingest, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+
+from cloud_hub.db import open_pool, prepare_database
+from cloud_hub.ingest import MqttIngest
+from cloud_hub.live_cache import LiveCache
+from cloud_hub.settings import HubSettings
+
+log = structlog.get_logger(__name__)
+
+
+class Hub:
+    """Owns the hub's resources; the API reads them, the lifespan starts and stops them."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        self.settings = settings
+        self.cache = LiveCache(
+            settings.redis_url,
+            namespace=settings.topic_root,
+            ttl_s=settings.recent_ttl_s,
+            max_per_camera=settings.recent_max_per_camera,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._ingest: MqttIngest | None = None
+        self._consumer: asyncio.Task[None] | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The shared connection pool (after :meth:`start`)."""
+        assert self._pool is not None, "hub not started"
+        return self._pool
+
+    @property
+    def ingest(self) -> MqttIngest:
+        """The MQTT consumer (after :meth:`start`)."""
+        assert self._ingest is not None, "hub not started"
+        return self._ingest
+
+    async def start(self) -> None:
+        """Migrate, connect, subscribe; raises if the database cannot be reached at all."""
+        applied = await prepare_database(self.settings.database_url)
+        self._pool = await open_pool(self.settings.database_url, self.settings.db_pool_size)
+        await self.cache.start()
+        self._ingest = MqttIngest(self.settings, self._pool, self.cache)
+        self._ingest.start()
+        self._consumer = asyncio.create_task(self._ingest.run(), name="ingest")
+        self._consumer.add_done_callback(_report_crash)
+        log.info(
+            "hub_started",
+            migrations_applied=applied,
+            mqtt=f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
+            protocol=self.settings.mqtt_protocol,
+            live_cache=self.cache.enabled,
+        )
+
+    async def stop(self) -> None:
+        """Stop consuming first (unacked messages go back to the broker), then disconnect."""
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+        if self._ingest is not None:
+            self._ingest.stop()
+        await self.cache.close()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("hub_stopped")
+
+    @property
+    def consuming(self) -> bool:
+        """Whether the ingest task is still running (it only ends on a bug or on stop)."""
+        return self._consumer is not None and not self._consumer.done()
+
+    async def db_ok(self) -> bool:
+        """Whether the database answers a trivial query within two seconds."""
+        try:
+            async with asyncio.timeout(2):
+                await self.pool.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return False
+        return True
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ingest_crashed", exc_info=task.exception())

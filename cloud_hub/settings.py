@@ -1,0 +1,80 @@
+"""Hub settings: one class, read from ``HUB_*`` environment variables.
+
+Every default works on a developer machine with the local services running, so a
+newcomer needs no configuration; production overrides them through the environment.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edge_agent.contract import DEFAULT_TOPIC_ROOT
+
+
+def _default_client_id() -> str:
+    return f"cloud-hub-{socket.gethostname()}"[:64]
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".local" / "share" / "audience-hub"
+
+
+class HubSettings(BaseSettings):
+    """Everything the hub reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/audience"
+    db_pool_size: int = Field(default=8, ge=2, le=100)
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_client_id: str = Field(
+        default_factory=_default_client_id,
+        description="Stable per hub process: the broker keeps its unacked messages by this id.",
+    )
+    mqtt_session_expiry_s: int = Field(default=86_400, ge=0)
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+    topic_root: str = DEFAULT_TOPIC_ROOT
+    share_group: str = Field(
+        default="hub",
+        description="Subscribe as $share/<group>/...; empty where the broker lacks them.",
+    )
+
+    redis_url: str | None = "redis://127.0.0.1:6379/0"
+    recent_ttl_s: int = Field(default=3600, ge=1)
+    recent_max_per_camera: int = Field(default=500, ge=1)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "info"
+
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_max_wait_s: float = Field(default=0.2, gt=0, le=10)
+    queue_size: int = Field(default=5_000, ge=1)
+    db_retry_max_s: float = Field(default=10.0, gt=0)
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+
+    @property
+    def event_filter(self) -> str:
+        """The topic filter the hub subscribes to, shared when a group is set."""
+        from edge_agent.contract import events_subscription
+
+        plain = events_subscription(self.topic_root)
+        return f"$share/{self.share_group}/{plain}" if self.share_group else plain
+
+    @property
+    def api_url(self) -> str:
+        """Where the API answers, for printing and for the ``stats`` command."""
+        return f"http://{self.http_host}:{self.http_port}"

@@ -1,0 +1,110 @@
+"""The batch write path: one transaction stores a batch of events and its rejects.
+
+Idempotent by construction: ``ON CONFLICT (event_id) DO NOTHING`` makes a redelivered
+event a no-op, so the hub can acknowledge MQTT messages only after this commits.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from edge_agent.contract import PersonEvent
+
+_INSERT_EVENTS = """
+WITH new AS (
+    INSERT INTO person_events (
+        event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
+        gender, gender_confidence, age, age_low, age_high, age_confidence,
+        direction, crops, models)
+    SELECT e.event_id, e.device_id, e.camera_id, e.track_id, e.first_seen, e.last_seen,
+           e.dwell_s, e.gender, e.gender_confidence, e.age, e.age_low, e.age_high,
+           e.age_confidence, e.direction, e.crops, e.models::jsonb
+    FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
+        $7::real[], $8::text[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[],
+        $14::text[], $15::integer[], $16::text[]
+    ) AS e(event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
+           gender, gender_confidence, age, age_low, age_high, age_confidence,
+           direction, crops, models)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id, device_id, last_seen
+), seen AS (
+    -- Devices count only events that were new, so redeliveries do not inflate them.
+    INSERT INTO devices AS d (device_id, first_seen, last_seen, events)
+    SELECT device_id, min(last_seen), max(last_seen), count(*) FROM new GROUP BY device_id
+    ON CONFLICT (device_id) DO UPDATE SET
+        first_seen = least(d.first_seen, excluded.first_seen),
+        last_seen = greatest(d.last_seen, excluded.last_seen),
+        last_received_at = now(),
+        events = d.events + excluded.events
+)
+SELECT event_id FROM new
+"""
+
+_INSERT_REJECTS = """
+INSERT INTO rejected_messages (topic, reason, detail, payload)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+"""
+
+REJECT_PAYLOAD_KEEP = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that failed validation, kept as a dead letter."""
+
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; dead letters keep the exact bytes in ``payload``."""
+    return value.replace("\x00", "\\x00")
+
+
+def _columns(events: list[PersonEvent]) -> list[list[object]]:
+    """The events as one array per column, in ``_INSERT_EVENTS`` parameter order."""
+    return [
+        [e.event_id for e in events],
+        [e.device_id for e in events],
+        [e.camera_id for e in events],
+        [e.track_id for e in events],
+        [e.first_seen for e in events],
+        [e.last_seen for e in events],
+        [e.dwell_s for e in events],
+        [e.gender.value.value if e.gender else None for e in events],
+        [e.gender.confidence if e.gender else None for e in events],
+        [e.age.value if e.age else None for e in events],
+        [e.age.low if e.age else None for e in events],
+        [e.age.high if e.age else None for e in events],
+        [e.age.confidence if e.age else None for e in events],
+        [e.direction.value if e.direction else None for e in events],
+        [e.crops for e in events],
+        [json.dumps(e.models) for e in events],
+    ]
+
+
+async def store_batch(
+    pool: asyncpg.Pool, events: list[PersonEvent], rejected: list[Rejected]
+) -> set[uuid.UUID]:
+    """Write events and dead letters in one transaction; return the ids that were new."""
+    async with pool.acquire() as conn, conn.transaction():
+        new: set[uuid.UUID] = set()
+        if events:
+            rows = await conn.fetch(_INSERT_EVENTS, *_columns(events))
+            new = {row["event_id"] for row in rows}
+        if rejected:
+            await conn.execute(
+                _INSERT_REJECTS,
+                [_text(r.topic) for r in rejected],
+                [r.reason for r in rejected],
+                [_text(r.detail[:1000]) for r in rejected],
+                [r.payload[:REJECT_PAYLOAD_KEEP] for r in rejected],
+            )
+        return new
