@@ -81,10 +81,11 @@ class LiveCache:
         cameras: set[str] = set()
         last_seen: dict[str, datetime] = {}
         pipe = self._redis.pipeline(transaction=False)
-        for event in events:
+        for i, event in enumerate(events):
             key = self.camera_key(event.device_id, event.camera_id)
             cameras.add(key)
-            pipe.zadd(key, {event.model_dump_json(): now})
+            # Microsecond steps keep arrival order within a batch that shares one clock reading.
+            pipe.zadd(key, {event.model_dump_json(): now + i * 1e-6})
             newest = last_seen.get(event.device_id)
             if newest is None or event.last_seen > newest:
                 last_seen[event.device_id] = event.last_seen
