@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,8 +61,12 @@ def _stats(args: argparse.Namespace, settings: HubSettings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: HubSettings) -> int:
+    from cloud_hub.logging import configure_logging
     from cloud_hub.up import run_up
 
+    if "HUB_LOG_FORMAT" not in os.environ:
+        settings.log_format = "console"  # a person is watching this terminal
+    configure_logging(settings.log_format, settings.log_level)
     return asyncio.run(run_up(settings, args.source, exit_after_demo=args.exit_after_demo))
 
 

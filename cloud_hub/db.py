@@ -40,7 +40,8 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def _with_database(url: str, database: str) -> str:
+def with_database(url: str, database: str) -> str:
+    """The same server URL naming another database (keeps host, user and query)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
 
@@ -60,7 +61,7 @@ async def ensure_database(url: str) -> None:
     else:
         await conn.close()
         return
-    admin = await asyncpg.connect(_with_database(url, "postgres"))
+    admin = await asyncpg.connect(with_database(url, "postgres"))
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         await admin.execute(f"CREATE DATABASE {quoted}")

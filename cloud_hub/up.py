@@ -1,10 +1,194 @@
-"""Placeholder: replaced below."""
+"""``cloud-hub up``: the whole system on one machine for a newcomer, with no configuration.
+
+Uses the machine's broker and PostgreSQL when they answer on their usual ports and starts
+embedded ones when they do not; Redis is optional. Then it serves the hub, runs an edge
+agent on a video (the synthetic demo clip by default), prints the statistics once the
+agent's events are in, and keeps serving until Ctrl-C (or exits, with ``--exit-after-demo``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import structlog
+import uvicorn
+
+from cloud_hub import queries
+from cloud_hub.api import create_app
+from cloud_hub.db import database_name
+from cloud_hub.embedded import EmbeddedBroker, EmbeddedPostgres, postgres_answers, tcp_answers
+from cloud_hub.report import fetch_stats, format_stats
 from cloud_hub.settings import HubSettings
+
+log = structlog.get_logger(__name__)
+
+DEMO_DEVICE_ID = "first-run"
+DEMO_CAMERA_ID = "cam-1"
+SETTLE_S = 3.0
+SETTLE_MAX_S = 60.0
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def choose_services(
+    settings: HubSettings, stack: contextlib.AsyncExitStack
+) -> tuple[HubSettings, list[str]]:
+    """Settings pointing at services that answer, starting embedded ones where needed."""
+    notes: list[str] = []
+    updates: dict[str, object] = {}
+    if tcp_answers(settings.mqtt_host, settings.mqtt_port):
+        notes.append(f"MQTT: broker at {settings.mqtt_host}:{settings.mqtt_port}")
+    else:
+        host = "127.0.0.1"
+        port = settings.mqtt_port if not tcp_answers(host, settings.mqtt_port) else _free_port(host)
+        broker = EmbeddedBroker(host, port)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+        # amqtt: MQTT 3.1.1 only and no $share subscriptions.
+        updates |= {
+            "mqtt_host": host,
+            "mqtt_port": port,
+            "mqtt_protocol": "3.1.1",
+            "share_group": "",
+        }
+        notes.append(f"MQTT: none answered, started embedded amqtt on {host}:{port} (3.1.1)")
+    if await postgres_answers(settings.database_url):
+        notes.append(f"PostgreSQL: {_redact(settings.database_url)}")
+    else:
+        pg = EmbeddedPostgres(settings.state_dir, database_name(settings.database_url))
+        updates["database_url"] = await pg.start()
+        stack.push_async_callback(pg.stop)
+        notes.append(f"PostgreSQL: none answered, started embedded in {settings.state_dir}/pgdata")
+    if tcp_answers(settings.http_host, settings.http_port):
+        updates["http_port"] = _free_port(settings.http_host)
+        notes.append(f"HTTP: port {settings.http_port} is taken, using {updates['http_port']}")
+    return settings.model_copy(update=updates), notes
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('://')[0]}://…@{tail}" if sep and ":" in head.split("://")[-1] else url
+
+
+def agent_config_toml(settings: HubSettings, source: str) -> str:
+    """The agent's TOML (``edge_agent.config.AgentConfig``) for this hub and one camera."""
+
+    def q(value: str) -> str:
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+    lines = [
+        f"device_id = {q(DEMO_DEVICE_ID)}",
+        "",
+        "[mqtt]",
+        f"host = {q(settings.mqtt_host)}",
+        f"port = {settings.mqtt_port}",
+        f"protocol = {q(settings.mqtt_protocol)}",
+        f"topic_root = {q(settings.topic_root)}",
+    ]
+    if settings.mqtt_username:
+        lines.append(f"username = {q(settings.mqtt_username)}")
+    if settings.mqtt_password:
+        lines.append(f"password = {q(settings.mqtt_password)}")
+    lines += ["", "[[cameras]]", f"id = {q(DEMO_CAMERA_ID)}", f"source = {q(source)}", ""]
+    return "\n".join(lines)
+
+
+def _agent_command(config: Path) -> list[str]:
+    script = Path(sys.executable).with_name("edge-agent")
+    exe = str(script) if script.exists() else shutil.which("edge-agent")
+    if exe is None:
+        raise SystemExit("edge-agent is not installed: pip install -e '.[edge,hub]'")
+    return [exe, "run", "--config", str(config)]
+
+
+async def _settled(count: Callable[[], Awaitable[int]]) -> int:
+    """Wait until the stored event count stops changing for a few seconds."""
+    last, since, started = await count(), time.monotonic(), time.monotonic()
+    while time.monotonic() - since < SETTLE_S and time.monotonic() - started < SETTLE_MAX_S:
+        await asyncio.sleep(0.5)
+        now = await count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: bool) -> int:
-    """Not yet."""
-    raise NotImplementedError
+    """Bring everything up, run the agent once, report, then serve (see module doc)."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        settings, notes = await choose_services(settings, stack)
+        for note in notes:
+            print(note, flush=True)
+
+        app = create_app(settings)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.http_host,
+                port=settings.http_port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+            )
+        )
+        serving = asyncio.create_task(server.serve(), name="http")
+        while not server.started:
+            if serving.done():
+                print("the hub failed to start; see the log above", file=sys.stderr)
+                return 1
+            await asyncio.sleep(0.1)
+        url = settings.api_url
+        print(
+            f"\nHub running.\n  statistics  {url}/v1/stats\n  events      {url}/v1/events\n"
+            f"  devices     {url}/v1/devices\n  API docs    {url}/docs\n"
+            f"  health      {url}/healthz\n  metrics     {url}/metrics\n",
+            flush=True,
+        )
+
+        if source is None:
+            from edge_agent.demo_clip import make_demo_clip
+
+            source = str(await asyncio.to_thread(make_demo_clip, settings.state_dir / "demo.mp4"))
+            print(f"No source given: using the demo clip {source}", flush=True)
+        config_path = settings.state_dir / "agent.toml"
+        config_path.write_text(agent_config_toml(settings, source), encoding="utf-8")
+
+        pool: asyncpg.Pool = app.state.hub.pool
+        before = await queries.event_count(pool)
+        print(f"Starting the edge agent ({config_path})", flush=True)
+        agent = await asyncio.create_subprocess_exec(*_agent_command(config_path))
+        waiting = asyncio.create_task(agent.wait(), name="agent")
+        done, _ = await asyncio.wait({waiting, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if serving in done:  # Ctrl-C while the agent ran
+            agent.terminate()
+            await agent.wait()
+            return 130
+        if agent.returncode != 0:
+            print(f"edge agent exited with {agent.returncode}", file=sys.stderr, flush=True)
+
+        total = await _settled(lambda: queries.event_count(pool))
+        print(f"\nThe agent is done: {total - before} new event(s), {total} stored.\n", flush=True)
+        stats = await asyncio.to_thread(fetch_stats, url)
+        print(format_stats(stats), flush=True)
+
+        if exit_after_demo:
+            server.should_exit = True
+        else:
+            print(f"\nStill serving at {url} (Ctrl-C to stop).", flush=True)
+        await serving
+        return 0 if agent.returncode == 0 else 1
