@@ -46,7 +46,6 @@ class TrackerConfig(_Section):
     iou_match: float = Field(default=0.3, gt=0, lt=1)
     max_missed_s: float = Field(default=1.0, gt=0, description="Unseen this long: track ends.")
     min_hits: int = Field(default=3, ge=1, description="Detections before a track counts.")
-    max_age_s: float = Field(default=600.0, gt=0, description="Publish long stays at least this often.")
     best_crops: int = Field(default=5, ge=1, le=50)
 
 
@@ -56,6 +55,13 @@ class DetectorConfig(_Section):
     model: Literal["short_range", "full_range"] = "full_range"
     score_threshold: float = Field(default=0.6, gt=0, lt=1)
     min_face_px: int = Field(default=24, ge=8, description="Smaller faces are not estimated.")
+    threads: int = Field(default=1, ge=1, le=16, description="Inference threads per camera.")
+
+
+class EstimatorConfig(_Section):
+    """How hard to look at each kept face."""
+
+    tta: bool = Field(default=True, description="Average jittered and mirrored chips.")
 
 
 class AgentConfig(_Section):
@@ -66,6 +72,7 @@ class AgentConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     detector: DetectorConfig = DetectorConfig()
     tracker: TrackerConfig = TrackerConfig()
+    estimator: EstimatorConfig = EstimatorConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @classmethod

