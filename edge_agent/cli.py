@@ -147,7 +147,12 @@ def _demo_clip(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line; each subcommand's help says what it needs."""
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
-    parser.add_argument("--log-format", choices=["json", "console"], default="console")
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=None,
+        help="default: console on a terminal, JSON lines otherwise (services, containers)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the agent service from a TOML config")
@@ -189,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edge-agent`` console script."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_format)
+    configure_logging(args.log_format or ("console" if sys.stderr.isatty() else "json"))
     try:
         return int(args.fn(args))
     except (FileNotFoundError, ValueError) as error:
