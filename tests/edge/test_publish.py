@@ -1,0 +1,194 @@
+"""The agent publishing to the real Mosquitto on 127.0.0.1:1883, over MQTT 3.1.1 and 5."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.config import AgentConfig, MqttConfig
+from edge_agent.contract import Gender, events_subscription, parse_event
+from edge_agent.publisher import MqttPublisher
+from edge_agent.runner import run_agent
+from tests.conftest import MQTT_HOST, MQTT_PORT, make_event, wait_until
+from tests.paths import WALK_AND_PAUSE
+
+
+class Subscriber:
+    """A live consumer of every device's events under one topic root (QoS 1)."""
+
+    def __init__(self, topic_root: str) -> None:
+        self.messages: list[tuple[str, bytes, int]] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"sub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.connect(MQTT_HOST, MQTT_PORT)
+        self._client.subscribe(events_subscription(topic_root), qos=1)
+        self._client.loop_start()
+        assert subscribed.wait(10), "could not subscribe"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), msg.qos))
+
+    def received(self) -> list[tuple[str, bytes, int]]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@pytest.fixture
+def subscriber(topic_root: str) -> Iterator[Subscriber]:
+    sub = Subscriber(topic_root)
+    yield sub
+    sub.close()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_run_agent_publishes_the_clips_events(
+    protocol: str, topic_root: str, subscriber: Subscriber
+) -> None:
+    device = f"edge-{uuid.uuid4().hex[:6]}"
+    config = AgentConfig.model_validate(
+        {
+            "device_id": device,
+            "mqtt": {
+                "host": MQTT_HOST,
+                "port": MQTT_PORT,
+                "protocol": protocol,
+                "topic_root": topic_root,
+            },
+            "cameras": [{"id": "entrance", "source": str(WALK_AND_PAUSE)}],
+        }
+    )
+    sent = run_agent(config)
+    assert sent == 3
+    messages = wait_until(lambda: len(subscriber.received()) >= 3 and subscriber.received())
+    time.sleep(0.3)  # anything extra (a duplicate) would arrive by now
+    messages = subscriber.received()
+    assert len(messages) == 3
+    expected_topic = f"{topic_root}/v1/{device}/events/entrance"
+    events = []
+    for topic, payload, qos in messages:
+        assert topic == expected_topic
+        assert qos == 1
+        events.append(parse_event(topic, payload, root=topic_root))
+    assert {e.device_id for e in events} == {device}
+    assert len({e.event_id for e in events}) == 3
+    assert Counter(e.gender.value for e in events if e.gender) == {
+        Gender.FEMALE: 2,
+        Gender.MALE: 1,
+    }
+    assert all(e.age is not None for e in events)
+
+
+def test_publisher_reports_unacknowledged_when_the_broker_is_absent(
+    free_port: Callable[[], int], topic_root: str
+) -> None:
+    config = MqttConfig(host="127.0.0.1", port=free_port(), topic_root=topic_root)
+    publisher = MqttPublisher(config, client_id=f"absent-{uuid.uuid4().hex[:6]}")
+    started = time.monotonic()
+    publisher.start(timeout_s=0.5)
+    assert not publisher.connected.is_set()
+    publisher.publish(make_event())
+    publisher.publish(make_event())
+    assert publisher.published == 2
+    closing = time.monotonic()
+    left = publisher.close(timeout_s=1.0)
+    assert left == 2
+    assert time.monotonic() - closing < 5.0, "close must give up after its timeout"
+    assert time.monotonic() - started < 10.0
+
+
+def test_publisher_acknowledged_messages_are_not_counted(
+    topic_root: str, subscriber: Subscriber
+) -> None:
+    config = MqttConfig(host=MQTT_HOST, port=MQTT_PORT, protocol="5", topic_root=topic_root)
+    publisher = MqttPublisher(config, client_id=f"ack-{uuid.uuid4().hex[:6]}")
+    publisher.start(timeout_s=10)
+    assert publisher.connected.is_set()
+    event = make_event("dev-ack", "cam-1")
+    publisher.publish(event)
+    wait_until(lambda: publisher.unacknowledged() == 0, 10, "the broker's PUBACK")
+    assert publisher.close(timeout_s=5) == 0
+    (topic, payload, qos), *_ = wait_until(subscriber.received, 10, "the event")
+    assert topic == f"{topic_root}/v1/dev-ack/events/cam-1" and qos == 1
+    assert parse_event(topic, payload, root=topic_root) == event
+
+
+class Relay:
+    """A TCP forwarder to the real broker on a port of our own: the broker "comes back"
+    when the relay starts listening, with nothing about MQTT faked."""
+
+    def __init__(self, port: int) -> None:
+        self._server = socket.create_server(("127.0.0.1", port))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection((MQTT_HOST, MQTT_PORT))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+
+
+def test_events_published_while_the_broker_was_away_are_delivered_and_acknowledged(
+    free_port: Callable[[], int], topic_root: str, subscriber: Subscriber
+) -> None:
+    """The broker is unreachable when the agent starts and comes back later: paho keeps
+    the QoS 1 message, sends it on reconnect, and ``close`` counts it as acknowledged."""
+    port = free_port()
+    config = MqttConfig(host="127.0.0.1", port=port, topic_root=topic_root)
+    publisher = MqttPublisher(config, client_id=f"late-{uuid.uuid4().hex[:6]}")
+    publisher.start(timeout_s=0.3)
+    assert not publisher.connected.is_set()
+    event = make_event("dev-late", "cam-1")
+    publisher.publish(event)
+    relay = Relay(port)
+    try:
+        assert publisher.connected.wait(15), "no reconnect through the relay"
+        (topic, payload, qos), *_ = wait_until(subscriber.received, 15, "the queued event")
+        assert parse_event(topic, payload, root=topic_root) == event and qos == 1
+        assert publisher.close(timeout_s=5) == 0
+    finally:
+        relay.close()
