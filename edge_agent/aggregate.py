@@ -49,10 +49,8 @@ def age_estimate(probabilities: NDArray[np.float64], class_ages: Sequence[float]
     low_i = int(np.searchsorted(cdf, tail))
     high_i = min(int(np.searchsorted(cdf, 1.0 - tail)), len(ages) - 1)
     value = round(expected, 1)
-    mass = float(probabilities[low_i : high_i + 1].sum())
-    return AgeEstimate(
-        value=value,
-        low=min(round(float(ages[low_i]), 1), value),
-        high=max(round(float(ages[high_i]), 1), value),
-        confidence=round(min(1.0, mass), 3),
-    )
+    low = min(round(float(ages[low_i]), 1), value)
+    high = max(round(float(ages[high_i]), 1), value)
+    # The mass of the interval actually reported (it may have been stretched to the mean).
+    mass = float(probabilities[(ages >= low) & (ages <= high)].sum())
+    return AgeEstimate(value=value, low=low, high=high, confidence=round(min(1.0, mass), 3))

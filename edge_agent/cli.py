@@ -13,6 +13,7 @@ from typing import TextIO
 from cloud_hub.logging import configure_logging
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.contract import PersonEvent
+from edge_agent.sources import SourceError
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,6 +72,7 @@ def _analyze(args: argparse.Namespace) -> int:
     config = AgentConfig.load(args.config) if args.config else AgentConfig()
     config = config.model_copy(update={"device_id": args.device_id or config.device_id})
     camera = CameraConfig(id=args.camera_id, source=str(args.video), fps=args.fps)
+    total = frame_count(camera.source)  # fails here, before models load, on a bad video
     out: TextIO = args.output.open("w", newline="") if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
     if writer:
@@ -84,7 +86,6 @@ def _analyze(args: argparse.Namespace) -> int:
         out.flush()
 
     pipeline = CameraPipeline(config.device_id, camera.id, config, load_models(config))
-    total = frame_count(camera.source)
     events = 0
     with tqdm(total=total, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
         for frame in read_frames(camera.id, camera.source, camera.fps, pipeline.times):
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_format or ("console" if sys.stderr.isatty() else "json"))
     try:
         return int(args.fn(args))
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, SourceError) as error:
         print(f"edge-agent: {error}", file=sys.stderr)
         return 2
 

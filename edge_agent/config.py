@@ -62,6 +62,9 @@ class EstimatorConfig(_Section):
     """How hard to look at each kept face."""
 
     tta: bool = Field(default=True, description="Average jittered and mirrored chips.")
+    min_face_score: float = Field(
+        default=0.5, ge=0, le=1, description="Face-mesh presence below this: not a face."
+    )
 
 
 class AgentConfig(_Section):

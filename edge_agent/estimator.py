@@ -57,10 +57,12 @@ class FaceCrop:
 
 @dataclass(frozen=True, slots=True)
 class FaceEstimate:
-    """One crop's averaged probabilities: ``gender`` ``[2]`` and ``age`` ``[81]``."""
+    """One crop's averaged probabilities (``gender`` ``[2]``, ``age`` ``[81]``), and how
+    sure the face mesh is that the crop shows a face at all (``face_score``, 0..1)."""
 
     gender: NDArray[np.float32]
     age: NDArray[np.float32]
+    face_score: float
 
 
 class DemographicsEstimator:
@@ -88,9 +90,11 @@ class DemographicsEstimator:
             return []
         gender_chips: list[NDArray[np.uint8]] = []
         age_chips: list[NDArray[np.uint8]] = []
+        face_scores: list[float] = []
         with self.times.stage("align"):
             for crop in crops:
-                points = self._landmarker.dlib5(crop.image, crop.box, crop.keypoints)
+                points, face_score = self._landmarker.dlib5(crop.image, crop.box, crop.keypoints)
+                face_scores.append(face_score)
                 gender_chips += chip_variants(crop.image, points, self._gender_size, self.tta)
                 age_chips += chip_variants(crop.image, points, self._age_size, self.tta)
         with self.times.stage("gender"):
@@ -102,6 +106,7 @@ class DemographicsEstimator:
             FaceEstimate(
                 gender=gender[i * per_crop : (i + 1) * per_crop].mean(axis=0),
                 age=age[i * per_crop : (i + 1) * per_crop].mean(axis=0),
+                face_score=face_scores[i],
             )
             for i in range(len(crops))
         ]

@@ -36,11 +36,17 @@ class FaceMeshLandmarker:
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = self._interpreter.get_output_details()
         self._points = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 468 * 3)
+        self._presence = next(o["index"] for o in outputs if int(np.prod(o["shape"])) == 1)
 
     def dlib5(
         self, rgb: NDArray[np.uint8], box: NDArray[np.float32], keypoints: NDArray[np.float32]
-    ) -> NDArray[np.float64]:
-        """The five dlib-order landmarks ``[5, 2]`` in the image's pixel coordinates."""
+    ) -> tuple[NDArray[np.float64], float]:
+        """The five dlib-order landmarks ``[5, 2]`` in image pixels, and a face score.
+
+        The score is the mesh's own face-presence probability: near 1 for a face, low
+        for what fooled the detector (the back of a head, a pattern), so callers can
+        drop those before they become people.
+        """
         centre = (box[:2] + box[2:]) / 2.0
         side = _ROI_SCALE * float(max(box[2] - box[0], box[3] - box[1]))
         eye_dx, eye_dy = keypoints[LEFT_EYE] - keypoints[RIGHT_EYE]
@@ -57,5 +63,6 @@ class FaceMeshLandmarker:
         self._interpreter.invoke()
         mesh = self._interpreter.get_tensor(self._points).reshape(468, 3)[:, :2]
         chosen = mesh[list(DLIB5_FROM_MESH)].astype(np.float64)
-        result: NDArray[np.float64] = (chosen - shift) @ np.linalg.inv(linear).T
-        return result
+        points: NDArray[np.float64] = (chosen - shift) @ np.linalg.inv(linear).T
+        logit = float(self._interpreter.get_tensor(self._presence).reshape(-1)[0])
+        return points, float(1.0 / (1.0 + np.exp(-np.clip(logit, -80.0, 80.0))))

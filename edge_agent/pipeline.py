@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+import structlog
+
 from edge_agent.aggregate import age_estimate, combine, gender_estimate
 from edge_agent.attributes import AttributeModels
 from edge_agent.config import AgentConfig
@@ -21,6 +23,8 @@ from edge_agent.model_files import ModelFiles, locate_models
 from edge_agent.sources import Frame
 from edge_agent.timing import StageTimes
 from edge_agent.tracker import IouTracker, Track
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,8 @@ class CameraPipeline:
         self.camera_id = camera_id
         self.models = models
         self.tracker = IouTracker(config.tracker, config.detector.min_face_px)
+        self.min_face_score = config.estimator.min_face_score
+        self.rejected_tracks = 0  # tracks whose crops the face mesh did not take for faces
         self.times = times or StageTimes()
         self.on_event = on_event
         self._first_wall: Frame | None = None
@@ -104,10 +110,22 @@ class CameraPipeline:
         origin = self._first_wall.wall - timedelta(seconds=self._first_wall.t)
         events: list[PersonEvent] = []
         for track in tracks:
-            mine = [next(estimates) for _ in track.crops]
+            pairs = [(next(estimates), crop.quality) for crop in track.crops]
+            faces = [(e, q) for e, q in pairs if e.face_score >= self.min_face_score]
+            if pairs and not faces:
+                # The detector followed something that is not a face (the back of a
+                # head, a poster pattern): not a person to count.
+                self.rejected_tracks += 1
+                log.info(
+                    "track_rejected_not_a_face",
+                    camera=self.camera_id,
+                    track=track.track_id,
+                    best_face_score=max(e.face_score for e, _ in pairs),
+                )
+                continue
             gender = age = None
-            if mine:
-                gender_p, age_p = combine(mine, [c.quality for c in track.crops])
+            if faces:
+                gender_p, age_p = combine([e for e, _ in faces], [q for _, q in faces])
                 gender = gender_estimate(gender_p, files.gender_labels)
                 age = age_estimate(age_p, files.age_weights)
             event = PersonEvent(
@@ -120,7 +138,7 @@ class CameraPipeline:
                 dwell_s=round(track.last_seen - track.first_seen, 3),
                 gender=gender,
                 age=age,
-                crops=len(mine),
+                crops=len(faces),
                 models=self.models.versions,
             )
             events.append(event)

@@ -36,7 +36,12 @@ class MqttPublisher:
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._pending: dict[int, mqtt.MQTTMessageInfo] = {}
+        self._client.on_publish = self._on_publish
+        # Message ids the broker has not acknowledged. Tracked from PUBACKs rather than
+        # MQTTMessageInfo.is_published(), which raises for messages queued while offline
+        # even after they were delivered.
+        self._pending: set[int] = set()
+        self._acked_early: set[int] = set()  # PUBACK seen before publish() returned
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.published = 0
@@ -54,19 +59,21 @@ class MqttPublisher:
             log.warning("mqtt_not_connected_yet", host=cfg.host, port=cfg.port)
 
     def publish(self, event: PersonEvent) -> None:
-        """Queue one event for delivery with QoS 1."""
+        """Queue one event for delivery with QoS 1 (sent now, or after reconnecting)."""
         topic = str(EventTopic(self.config.topic_root, event.device_id, event.camera_id))
+        # Not under self._lock: paho calls on_publish while holding its own mutex, which
+        # publish() also takes, so holding ours here could deadlock.
         info = self._client.publish(topic, event.model_dump_json(), qos=1)
         with self._lock:
-            self._pending[info.mid] = info
+            if info.mid in self._acked_early:
+                self._acked_early.discard(info.mid)
+            else:
+                self._pending.add(info.mid)
             self.published += 1
 
     def unacknowledged(self) -> int:
         """Messages handed to paho that the broker has not acknowledged yet."""
         with self._lock:
-            done = [mid for mid, info in self._pending.items() if info.is_published()]
-            for mid in done:
-                del self._pending[mid]
             return len(self._pending)
 
     def close(self, timeout_s: float = 30.0) -> int:
@@ -80,6 +87,20 @@ class MqttPublisher:
         self._client.disconnect()
         self._client.loop_stop()
         return left
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason: ReasonCode,
+        properties: object,
+    ) -> None:
+        with self._lock:
+            if mid in self._pending:
+                self._pending.discard(mid)
+            else:
+                self._acked_early.add(mid)
 
     def _on_connect(
         self,

@@ -134,18 +134,21 @@ def test_face_mesh_landmarks_agree_with_dlib(
     detector = BlazeFaceDetector(model_files.short_range, "short_range", score_threshold=0.5)
     landmarker = FaceMeshLandmarker(model_files.face_landmark)
     errors = []
+    face_scores = []
     for image, shape in faces:
         found = detector.detect(image)
         assert len(found) >= 1
         reference = points(shape)
-        mesh = landmarker.dlib5(image, found.boxes[0], found.keypoints[0])
+        mesh, face_score = landmarker.dlib5(image, found.boxes[0], found.keypoints[0])
         assert mesh.shape == (5, 2)
+        face_scores.append(face_score)
         inter_ocular = float(np.linalg.norm(reference[0:2].mean(0) - reference[2:4].mean(0)))
         errors.append(float(np.linalg.norm(mesh - reference, axis=1).mean()) / inter_ocular)
     median, p90 = float(np.median(errors)), float(np.percentile(errors, 90))
     print(f"mesh vs dlib: median {median:.3f}, p90 {p90:.3f}, max {max(errors):.3f}")
     assert median < MESH_MEDIAN_BOUND
     assert p90 < MESH_P90_BOUND
+    assert min(face_scores) > 0.9, "every real face must look like a face to the mesh"
 
 
 def test_chip_variants_counts_and_mirrors(
