@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,13 +60,25 @@ def test_up_uses_the_running_services(
     assert 'protocol = "5"' in (tmp_path / "state" / "agent.toml").read_text()
 
 
-def test_up_starts_embedded_broker_and_postgres(free_port: Any, tmp_path: Path) -> None:
+def _distinct_free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_up_starts_embedded_broker_and_postgres(tmp_path: Path) -> None:
+    mqtt_port, pg_port, http_port = _distinct_free_ports(3)
     out = _run_up(
         {
             # Nothing listens on these ports, so up must start its own services.
-            "HUB_MQTT_PORT": str(free_port()),
-            "HUB_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/audience",
-            "HUB_HTTP_PORT": str(free_port()),
+            "HUB_MQTT_PORT": str(mqtt_port),
+            "HUB_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/audience",
+            "HUB_HTTP_PORT": str(http_port),
             "HUB_MQTT_CLIENT_ID": "hub-embedded-test",
         },
         tmp_path,
