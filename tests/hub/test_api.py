@@ -84,13 +84,13 @@ def test_recent_cache_holds_new_events_with_a_ttl(
     assert [e["track_id"] for e in recent["events"]] == [5, 4, 3, 2, 1, 0]  # newest first
     assert len(hub.get(path + "?limit=2")["events"]) == 2
 
-    client = redis.Redis.from_url(hub.settings.redis_url)
+    client = redis.Redis.from_url(hub.settings.redis_url, decode_responses=True)
     key = f"hub:{hub.topic_root}:recent:dev-live:cam-door"
     assert client.zcard(key) == 6
     assert 0 < client.ttl(key) <= 3600
     last_seen = client.hget(f"hub:{hub.topic_root}:device_last_seen", "dev-live")
-    assert last_seen is not None
-    assert datetime.fromisoformat(last_seen.decode()) == max(e.last_seen for e in events)
+    assert isinstance(last_seen, str)
+    assert datetime.fromisoformat(last_seen) == max(e.last_seen for e in events)
 
 
 def test_hub_runs_without_redis(
