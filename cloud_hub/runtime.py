@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 import structlog
@@ -45,7 +46,7 @@ class Hub:
 
     async def start(self) -> None:
         """Migrate, connect, subscribe; raises if the database cannot be reached at all."""
-        applied = await prepare_database(self.settings.database_url)
+        applied = await self._prepare_database()
         self._pool = await open_pool(self.settings.database_url, self.settings.db_pool_size)
         await self.cache.start()
         self._ingest = MqttIngest(self.settings, self._pool, self.cache)
@@ -59,6 +60,20 @@ class Hub:
             protocol=self.settings.mqtt_protocol,
             live_cache=self.cache.enabled,
         )
+
+    async def _prepare_database(self) -> list[str]:
+        """Migrate, waiting for a database that starts after the hub (compose, boot order)."""
+        deadline = time.monotonic() + self.settings.db_startup_wait_s
+        delay = 0.5
+        while True:
+            try:
+                return await prepare_database(self.settings.database_url)
+            except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database_unreachable", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.db_retry_max_s)
 
     async def stop(self) -> None:
         """Stop consuming first (unacked messages go back to the broker), then disconnect."""

@@ -63,6 +63,9 @@ class HubSettings(BaseSettings):
     batch_max_wait_s: float = Field(default=0.2, gt=0, le=10)
     queue_size: int = Field(default=5_000, ge=1)
     db_retry_max_s: float = Field(default=10.0, gt=0)
+    db_startup_wait_s: float = Field(
+        default=60.0, ge=0, description="Keep trying to reach the database this long at start."
+    )
 
     state_dir: Path = Field(default_factory=_default_state_dir)
 

@@ -7,6 +7,9 @@ wheel the first-run command uses), not the machine's shared one.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +54,27 @@ def test_events_wait_out_a_database_outage(
     finally:
         hub_factory.stop_all()
         server.cleanup()
+
+
+def test_hub_waits_for_a_database_that_starts_later(
+    hub_factory: Any, event_factory: Any, publish_events: Any, wait_until: Any
+) -> None:
+    pgdata = Path(tempfile.mkdtemp(prefix="pg-late-", dir="/tmp")) / "pgdata"
+    url = f"postgresql://postgres:@/audience?host={pgdata}"  # its Unix socket, once started
+    servers: list[Any] = []
+    later = threading.Timer(2.0, lambda: servers.append(get_server(pgdata, cleanup_mode="stop")))
+    later.start()
+    try:
+        hub = hub_factory.start(database_url=url)  # returns once /healthz says 200
+        assert servers, "the hub reported healthy before its database existed"
+        assert servers[0].get_uri(database="audience") == url
+        event = event_factory("dev-late", "cam-1")
+        publish_events(hub.topic_root, [event])
+        wait_until(lambda: _count(url) == 1, what="event stored")
+        assert "database_unreachable" in hub.log()
+    finally:
+        later.join()
+        hub_factory.stop_all()
+        for server in servers:
+            server.cleanup()
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
