@@ -127,6 +127,17 @@ async def _settled(count: Callable[[], Awaitable[int]]) -> int:
     return last
 
 
+async def _stop_agent(agent: asyncio.subprocess.Process) -> None:
+    """Stop the agent if it is still running (Ctrl-C, or an error in ``up``)."""
+    if agent.returncode is None:
+        agent.terminate()
+        try:
+            await asyncio.wait_for(agent.wait(), 10)
+        except TimeoutError:
+            agent.kill()
+            await agent.wait()
+
+
 async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: bool) -> int:
     """Bring everything up, run the agent once, report, then serve (see module doc)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -171,12 +182,16 @@ async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: 
         pool: asyncpg.Pool = app.state.hub.pool
         before = await queries.event_count(pool)
         print(f"Starting the edge agent ({config_path})", flush=True)
+        print(
+            "Statistics print when the agent's source ends; for a live source, "
+            f"watch {url}/v1/stats and press Ctrl-C to stop.",
+            flush=True,
+        )
         agent = await asyncio.create_subprocess_exec(*_agent_command(config_path))
+        stack.push_async_callback(_stop_agent, agent)
         waiting = asyncio.create_task(agent.wait(), name="agent")
         done, _ = await asyncio.wait({waiting, serving}, return_when=asyncio.FIRST_COMPLETED)
         if serving in done:  # Ctrl-C while the agent ran
-            agent.terminate()
-            await agent.wait()
             return 130
         if agent.returncode != 0:
             print(f"edge agent exited with {agent.returncode}", file=sys.stderr, flush=True)
