@@ -37,6 +37,8 @@ DEFAULT_TOPIC_ROOT: Final = "audience"
 # Ids appear in MQTT topics, so they must not contain topic separators or wildcards.
 _ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 IdString = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+# Free-text fields: printable ASCII only (no NUL, which PostgreSQL cannot store).
+_PRINTABLE: Final = r"^[\x20-\x7e]+$"
 
 # An event stamped further in the future than this is a clock fault, not data.
 MAX_CLOCK_SKEW: Final = timedelta(minutes=10)
@@ -106,9 +108,9 @@ class PersonEvent(_Strict):
     direction: Direction | None = None
     crops: int = Field(ge=0, le=10_000, description="Face crops the estimate combines.")
     models: dict[
-        Annotated[str, StringConstraints(max_length=32)],
-        Annotated[str, StringConstraints(max_length=64)],
-    ] = Field(default_factory=dict, max_length=8)
+        Annotated[str, StringConstraints(pattern=_PRINTABLE, max_length=32)],
+        Annotated[str, StringConstraints(pattern=_PRINTABLE, max_length=64)],
+    ] = Field(default_factory=dict, max_length=8, description="Model name -> version.")
 
     @model_validator(mode="after")
     def _times(self) -> PersonEvent:

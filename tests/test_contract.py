@@ -198,3 +198,11 @@ def test_uuid7_sorts_by_time() -> None:
     first = uuid7()
     time.sleep(0.003)
     assert uuid7() > first
+
+
+@pytest.mark.parametrize(
+    "models", [{"age\u0000": "v1"}, {"age": "v1\u0000"}, {"age": "v1\n"}, {"": "v1"}]
+)
+def test_model_names_and_versions_must_be_printable(models: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        parse_event("audience/v1/dev-1/events/cam-1", payload(models=models))

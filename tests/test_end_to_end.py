@@ -71,9 +71,20 @@ def test_three_people_counted_once_each(hub: RunningHub, tmp_path: Path) -> None
     recorder = Recorder(hub.topic_root)
     try:
         agent = subprocess.run(
-            [sys.executable, "-m", "edge_agent.cli", "--log-format", "json", "run",
-             "--config", str(config)],
-            capture_output=True, text=True, timeout=300, env=dict(os.environ),
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "--log-format",
+                "json",
+                "run",
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ),
         )
         assert agent.returncode == 0, agent.stderr[-3000:]
         wait_until(lambda: len(recorder.messages) >= 3, 20, "the agent's events on the broker")
