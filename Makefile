@@ -1,5 +1,6 @@
 # Two commands for a newcomer (see README.md):
 #   make demo   set up, then run the hub plus an agent on a sample clip and show the stats
+#               (make demo SOURCE=video.mp4|rtsp://...|0 for your own source)
 #   make test   set up, then lint, type-check and run every test against real services
 PYTHON ?= python3.11
 VENV := .venv
@@ -32,7 +33,7 @@ test: lint services
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/cloud-hub up
+	$(BIN)/cloud-hub up $(SOURCE) $(UP_ARGS)
 
 clean:
 	rm -rf $(VENV) models/dist models/cache

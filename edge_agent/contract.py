@@ -99,7 +99,7 @@ class PersonEvent(_Strict):
     event_id: uuid.UUID = Field(description="UUIDv7; the hub stores each id once.")
     device_id: IdString
     camera_id: IdString
-    track_id: int = Field(ge=0)
+    track_id: int = Field(ge=0, le=2**63 - 1)
     first_seen: UtcDatetime
     last_seen: UtcDatetime
     dwell_s: float = Field(ge=0.0, le=7 * 24 * 3600.0)

@@ -206,3 +206,8 @@ def test_uuid7_sorts_by_time() -> None:
 def test_model_names_and_versions_must_be_printable(models: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         parse_event("audience/v1/dev-1/events/cam-1", payload(models=models))
+
+
+def test_track_id_must_fit_a_64_bit_column() -> None:
+    with pytest.raises(ValueError):
+        parse_event("audience/v1/dev-1/events/cam-1", payload(track_id=2**63))
