@@ -44,6 +44,7 @@ class MqttPublisher:
         self._acked_early: set[int] = set()  # PUBACK seen before publish() returned
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        self._closing = False
         self.published = 0
 
     def start(self, timeout_s: float = 10.0) -> None:
@@ -84,6 +85,7 @@ class MqttPublisher:
         left = self.unacknowledged()
         if left:
             log.error("mqtt_unacknowledged_on_close", count=left)
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
         return left
@@ -125,4 +127,7 @@ class MqttPublisher:
         properties: object,
     ) -> None:
         self.connected.clear()
-        log.warning("mqtt_disconnected", reason=str(reason))
+        if self._closing:
+            log.info("mqtt_disconnected", reason=str(reason))
+        else:
+            log.warning("mqtt_disconnected", reason=str(reason))

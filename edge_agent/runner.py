@@ -16,7 +16,7 @@ from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.contract import PersonEvent
 from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.publisher import MqttPublisher
-from edge_agent.sources import SourceError, read_frames
+from edge_agent.sources import SourceError, is_live, read_frames
 
 log = structlog.get_logger(__name__)
 
@@ -31,32 +31,44 @@ def run_camera(
     publish: PublishFn,
     stop: threading.Event,
 ) -> int:
-    """Process one camera until its file ends or ``stop`` is set; returns events sent."""
+    """Process one camera until its file ends or ``stop`` is set; returns events sent.
+
+    A live source that fails to open or drops is reopened after a backoff that doubles
+    up to ``MAX_BACKOFF_S`` and resets once frames flow again. A file that cannot be
+    read is reported once and that camera stops (retrying would not heal it).
+    """
     models = load_models(config)
+    live = is_live(camera.source)
     sent = 0
     backoff = 1.0
     while not stop.is_set():
         pipeline = CameraPipeline(config.device_id, camera.id, config, models)
+        frames = 0
         try:
             for frame in read_frames(camera.id, camera.source, camera.fps):
+                frames += 1
                 for event in pipeline.process(frame):
                     publish(event)
                     sent += 1
-                backoff = 1.0
                 if stop.is_set():
                     break
         except SourceError as error:
-            log.error("camera_source_failed", camera=camera.id, error=str(error), retry_s=backoff)
-            stop.wait(backoff)
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
-            continue
+            log.error("camera_source_failed", camera=camera.id, error=str(error))
+            if not live:
+                break
         finally:
+            # People still in view when the stream stops are counted, not dropped.
             for event in pipeline.finish():
                 publish(event)
                 sent += 1
-        is_file = not (camera.source.isdigit() or "://" in camera.source)
-        if is_file and not camera.loop:
+        if stop.is_set() or (not live and not camera.loop):
             break
+        if frames:
+            backoff = 1.0
+        if live or not frames:
+            log.warning("camera_reconnecting", camera=camera.id, retry_s=backoff)
+            stop.wait(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
     log.info("camera_stopped", camera=camera.id, events=sent)
     return sent
 

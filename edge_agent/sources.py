@@ -35,13 +35,14 @@ class Frame:
     rgb: NDArray[np.uint8]
 
 
-def _is_live(source: str) -> bool:
+def is_live(source: str) -> bool:
+    """A camera or stream (reconnect when it drops) rather than a file (ends)."""
     return source.isdigit() or "://" in source
 
 
 def open_capture(source: str) -> cv2.VideoCapture:
     """Open ``source`` (a path, a URL or a USB index such as ``0``) or raise SourceError."""
-    if not _is_live(source) and not Path(source).is_file():
+    if not is_live(source) and not Path(source).is_file():
         raise SourceError(f"video file {source!r} does not exist")
     capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not capture.isOpened():
@@ -53,7 +54,7 @@ def open_capture(source: str) -> cv2.VideoCapture:
 
 def frame_count(source: str) -> int | None:
     """Frames in a file source, when the container says; ``None`` for live sources."""
-    if _is_live(source):
+    if is_live(source):
         return None
     capture = open_capture(source)
     try:
@@ -74,7 +75,7 @@ def read_frames(
     Skipped frames are only grabbed, not decoded, which is most of the saving.
     """
     capture = open_capture(source)
-    live = _is_live(source)
+    live = is_live(source)
     native_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     native_fps = native_fps if 0.0 < native_fps < 1000.0 else 25.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
