@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_agent.contract import DEFAULT_TOPIC_ROOT, IdString
 
@@ -20,15 +20,37 @@ class _Section(BaseModel):
 
 
 class MqttConfig(_Section):
-    """Where and how the agent publishes."""
+    """Where and how the agent publishes (see docs/security.md for credentials and TLS)."""
 
     host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: int = Field(
+        default=1883, ge=1, le=65535, description="1883 plain; 8883 is the usual TLS port."
+    )
     protocol: Literal["5", "3.1.1"] = "5"
     topic_root: str = DEFAULT_TOPIC_ROOT
-    username: str | None = None
+    username: str | None = Field(
+        default=None, description="The broker user; the shipped ACL expects the device id."
+    )
     password: str | None = None
     keepalive_s: int = Field(default=30, ge=5)
+    tls: bool = Field(
+        default=False,
+        description="Connect over TLS; implied by tls_ca. Without tls_ca the system CAs verify.",
+    )
+    tls_ca: Path | None = Field(default=None, description="CA certificate (PEM) for the broker.")
+    tls_cert: Path | None = Field(default=None, description="Client certificate (PEM).")
+    tls_key: Path | None = Field(default=None, description="The client certificate's key (PEM).")
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> MqttConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connection is encrypted."""
+        return self.tls or self.tls_ca is not None or self.tls_cert is not None
 
 
 class CameraConfig(_Section):
