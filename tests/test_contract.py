@@ -1,22 +1,49 @@
-"""The MQTT wire contract: what ``parse_event`` accepts and rejects, and ``uuid7``'s layout."""
+"""The MQTT wire contract: what the ``parse_*`` functions accept and reject, topics, ``uuid7``."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from edge_agent.contract import (
+    CHANNELS,
     MAX_PAYLOAD_BYTES,
+    Channel,
+    DesiredConfig,
+    DetectorSettings,
+    DeviceHealth,
+    DeviceState,
+    DeviceStatus,
+    DeviceTopic,
+    EstimatorSettings,
     EventTopic,
+    Occupancy,
     PersonEvent,
+    TrackerSettings,
+    config_subscription,
+    config_topic,
     events_subscription,
+    health_subscription,
+    health_topic,
+    occupancy_subscription,
+    occupancy_topic,
+    parse_desired_config,
     parse_event,
     parse_event_topic,
+    parse_health,
+    parse_occupancy,
+    parse_status,
+    parse_topic,
+    status_subscription,
+    status_topic,
+    subscription,
     uuid7,
 )
 from tests.conftest import make_event
@@ -211,3 +238,302 @@ def test_model_names_and_versions_must_be_printable(models: dict[str, str]) -> N
 def test_track_id_must_fit_a_64_bit_column() -> None:
     with pytest.raises(ValueError):
         parse_event("audience/v1/dev-1/events/cam-1", payload(track_id=2**63))
+
+
+# --- Status, health, occupancy and desired config -----------------------------------------
+
+
+def recent(seconds: float = 5.0) -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+def make_status(**changes: Any) -> DeviceStatus:
+    data: dict[str, Any] = {
+        "device_id": "dev-1",
+        "state": "online",
+        "at": recent(),
+        "agent_version": "0.1.0",
+        "models": {"gender": "v1-ftz", "age": "v1-ftz"},
+        "cameras": [
+            {"camera_id": "cam-1", "state": "live", "fps": 14.8},
+            {"camera_id": "cam-2", "state": "connecting"},
+        ],
+        "config_version": "2026-11-24.1",
+        "outbox_dropped": 0,
+    }
+    data.update(changes)
+    return DeviceStatus.model_validate(data)
+
+
+def make_health(**changes: Any) -> DeviceHealth:
+    data: dict[str, Any] = {
+        "device_id": "dev-1",
+        "at": recent(),
+        "cameras": [{"camera_id": "cam-1", "fps_processed": 14.9, "fps_dropped": 0.4}],
+        "latency_ms": {"detect": {"p50": 6.1, "p95": 9.8}, "estimate": {"p50": 3.0, "p95": 4.2}},
+        "outbox_depth": 3,
+        "outbox_dropped": 0,
+        "cpu_percent": 41.5,
+        "memory_mb": 212.0,
+        "temperature_c": 58.0,
+    }
+    data.update(changes)
+    return DeviceHealth.model_validate(data)
+
+
+def make_occupancy(**changes: Any) -> Occupancy:
+    data: dict[str, Any] = {"device_id": "dev-1", "camera_id": "cam-1", "at": recent(), "people": 2}
+    data.update(changes)
+    return Occupancy.model_validate(data)
+
+
+def make_config(**changes: Any) -> DesiredConfig:
+    data: dict[str, Any] = {
+        "version": "2026-11-24.1",
+        "detector": {"score_threshold": 0.7},
+        "tracker": {"max_missed_s": 1.5, "min_hits": 2},
+        "estimator": {"tta": False},
+        "health_interval_s": 30,
+    }
+    data.update(changes)
+    return DesiredConfig.model_validate(data)
+
+
+MAKERS: dict[str, Callable[..., BaseModel]] = {
+    "status": make_status,
+    "health": make_health,
+    "occupancy": make_occupancy,
+    "config": make_config,
+}
+
+
+def test_topic_builders_and_subscriptions() -> None:
+    assert status_topic(ROOT, "dev-1") == "audience/v1/dev-1/status"
+    assert health_topic(ROOT, "dev-1") == "audience/v1/dev-1/health"
+    assert occupancy_topic(ROOT, "dev-1", "cam-1") == "audience/v1/dev-1/occupancy/cam-1"
+    assert config_topic("site-a", "dev-1") == "site-a/v1/dev-1/config"
+    assert status_subscription() == "audience/v1/+/status"
+    assert health_subscription("site-a") == "site-a/v1/+/health"
+    assert occupancy_subscription() == "audience/v1/+/occupancy/+"
+    assert config_subscription() == "audience/v1/+/config"
+    assert subscription(Channel.EVENTS) == events_subscription()
+    for bad in ("dev/1", "+", "#", "", "x" * 65):
+        with pytest.raises(ValueError, match="not a valid topic id"):
+            status_topic(ROOT, bad)
+        with pytest.raises(ValueError, match="not a valid topic id"):
+            occupancy_topic(ROOT, "dev-1", bad)
+
+
+def test_parse_topic_round_trips_every_channel() -> None:
+    built = [
+        str(EventTopic(ROOT, "dev-1", "cam-1")),
+        status_topic(ROOT, "dev-1"),
+        health_topic(ROOT, "dev-1"),
+        occupancy_topic(ROOT, "dev-1", "cam-1"),
+        config_topic(ROOT, "dev-1"),
+    ]
+    parsed = [parse_topic(topic) for topic in built]
+    assert [p.channel for p in parsed] == list(Channel)
+    assert [str(p) for p in parsed] == built
+    assert parsed[3] == DeviceTopic(ROOT, "dev-1", Channel.OCCUPANCY, "cam-1")
+    assert parsed[1].camera_id is None
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "audience/v1/dev-1/status/cam-1",
+        "audience/v1/dev-1/occupancy",
+        "audience/v1/dev-1/health/x/y",
+        "audience/v1/dev-1/telemetry",
+        "audience/v1/dev-1",
+        "audience/v1/+/status",
+        "audience/v1/dev-1/occupancy/+",
+        "audience/v2/dev-1/status",
+        "other/v1/dev-1/config",
+    ],
+)
+def test_parse_topic_rejects_bad_topics(topic: str) -> None:
+    with pytest.raises(ValueError, match="topic"):
+        parse_topic(topic)
+
+
+def test_valid_messages_parse_and_round_trip() -> None:
+    status = make_status()
+    assert parse_status(status_topic(ROOT, "dev-1"), status.model_dump_json().encode()) == status
+    health = make_health()
+    assert parse_health(health_topic(ROOT, "dev-1"), health.model_dump_json().encode()) == health
+    seen = make_occupancy()
+    topic = occupancy_topic(ROOT, "dev-1", "cam-1")
+    assert parse_occupancy(topic, seen.model_dump_json().encode()) == seen
+    config = make_config()
+    parsed = parse_desired_config(config_topic(ROOT, "dev-1"), config.model_dump_json().encode())
+    assert parsed == config
+    assert (
+        parsed is not None and parsed.tracker.min_hits == 2 and parsed.detector.min_face_px is None
+    )
+    for model in (status, health, seen, config):
+        again = type(model).model_validate_json(model.model_dump_json())
+        assert again.model_dump_json() == model.model_dump_json()
+
+
+def test_last_will_needs_no_runtime_information() -> None:
+    will = DeviceStatus.last_will("dev-1")
+    assert will.state is DeviceState.OFFLINE
+    assert will.at is None and will.agent_version is None and will.cameras == []
+    raw = will.model_dump_json().encode()
+    assert parse_status(status_topic(ROOT, "dev-1"), raw) == will
+    # An online status must say when and which agent.
+    with pytest.raises(ValueError, match="online status needs"):
+        make_status(at=None)
+    with pytest.raises(ValueError, match="online status needs"):
+        make_status(agent_version=None)
+    # A graceful offline status may carry everything.
+    assert make_status(state="offline").state is DeviceState.OFFLINE
+
+
+def test_empty_retained_payloads_mean_cleared() -> None:
+    assert parse_status(status_topic(ROOT, "dev-1"), b"") is None
+    assert parse_desired_config(config_topic(ROOT, "dev-1"), b"") is None
+    with pytest.raises(ValueError, match="not a config topic"):
+        parse_desired_config(status_topic(ROOT, "dev-1"), b"")
+    with pytest.raises(ValueError):
+        parse_health(health_topic(ROOT, "dev-1"), b"")
+
+
+def test_messages_on_the_wrong_channel_or_device_are_rejected() -> None:
+    raw = make_status().model_dump_json().encode()
+    with pytest.raises(ValueError, match="not a status topic"):
+        parse_status(health_topic(ROOT, "dev-1"), raw)
+    with pytest.raises(ValueError, match="does not match"):
+        parse_status(status_topic(ROOT, "dev-2"), raw)
+    with pytest.raises(ValueError, match="does not match"):
+        parse_health(health_topic(ROOT, "dev-2"), make_health().model_dump_json().encode())
+    seen = make_occupancy().model_dump_json().encode()
+    with pytest.raises(ValueError, match="does not match"):
+        parse_occupancy(occupancy_topic(ROOT, "dev-1", "cam-9"), seen)
+    with pytest.raises(ValueError, match="does not match"):
+        parse_occupancy(occupancy_topic(ROOT, "dev-9", "cam-1"), seen)
+    with pytest.raises(ValueError, match="exceeds"):
+        parse_health(health_topic(ROOT, "dev-1"), b" " * (MAX_PAYLOAD_BYTES + 1))
+
+
+@pytest.mark.parametrize("kind", list(MAKERS))
+def test_extra_fields_are_rejected_everywhere(kind: str) -> None:
+    with pytest.raises(ValueError, match=r"(?i)extra"):
+        MAKERS[kind](surprise=1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes"),
+    [
+        ("status", {"cameras": [{"camera_id": "cam-1", "state": "live", "image": "x"}]}),
+        ("health", {"latency_ms": {"detect": {"p50": 1, "p95": 2, "p99": 3}}}),
+        ("health", {"cameras": [{"camera_id": "c", "fps_processed": 1, "fps_dropped": 0, "x": 1}]}),
+        ("config", {"detector": {"score_threshold": 0.5, "model": "short_range"}}),
+        ("config", {"mqtt": {"host": "evil.example"}}),
+        ("config", {"tracker": {"iou_match": 0.5}}),
+    ],
+)
+def test_nested_extra_fields_are_rejected(kind: str, changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"(?i)extra"):
+        MAKERS[kind](**changes)
+
+
+@pytest.mark.parametrize("kind", ["status", "health", "occupancy"])
+def test_naive_and_future_times_are_rejected(kind: str) -> None:
+    with pytest.raises(ValueError, match=r"(?i)timezone"):
+        MAKERS[kind](at=datetime.now(UTC).replace(tzinfo=None))
+    with pytest.raises(ValueError, match="future"):
+        MAKERS[kind](at=datetime.now(UTC) + timedelta(hours=1))
+    plus_two = recent().astimezone(timezone(timedelta(hours=2)))
+    assert MAKERS[kind](at=plus_two).model_dump()["at"].utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes"),
+    [
+        ("status", {"device_id": "dev/1"}),
+        ("status", {"device_id": "+"}),
+        ("status", {"cameras": [{"camera_id": "cam#1", "state": "live"}]}),
+        ("health", {"device_id": ""}),
+        ("health", {"cameras": [{"camera_id": "-x", "fps_processed": 1, "fps_dropped": 0}]}),
+        ("occupancy", {"camera_id": "cam/1"}),
+        ("occupancy", {"device_id": "x" * 65}),
+    ],
+)
+def test_bad_ids_are_rejected(kind: str, changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"(?i)pattern"):
+        MAKERS[kind](**changes)
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes"),
+    [
+        ("status", {"outbox_dropped": -1}),
+        ("status", {"cameras": [{"camera_id": "cam-1", "state": "live", "fps": -1.0}]}),
+        ("health", {"outbox_depth": -1}),
+        ("health", {"outbox_dropped": -3}),
+        ("health", {"cpu_percent": -0.1}),
+        ("health", {"cpu_percent": 100.1}),
+        ("health", {"memory_mb": -1}),
+        ("health", {"cameras": [{"camera_id": "c", "fps_processed": -1, "fps_dropped": 0}]}),
+        ("health", {"cameras": [{"camera_id": "c", "fps_processed": 1, "fps_dropped": -1}]}),
+        ("health", {"latency_ms": {"detect": {"p50": -1, "p95": 2}}}),
+        ("occupancy", {"people": -1}),
+        ("config", {"tracker": {"min_hits": 0}}),
+        ("config", {"tracker": {"max_missed_s": 0}}),
+        ("config", {"detector": {"score_threshold": 1.0}}),
+        ("config", {"health_interval_s": 0.5}),
+    ],
+)
+def test_negative_counts_and_out_of_range_values_are_rejected(
+    kind: str, changes: dict[str, Any]
+) -> None:
+    with pytest.raises(ValueError, match=r"(?i)greater|less"):
+        MAKERS[kind](**changes)
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "reason"),
+    [
+        ("status", {"state": "sleeping"}, "online"),
+        ("status", {"cameras": [{"camera_id": "c", "state": "paused"}]}, "live"),
+        ("status", {"cameras": [{"camera_id": "c", "state": "live"}] * 2}, "more than once"),
+        ("status", {"config_error": "bad\u0000value"}, "pattern"),
+        ("status", {"agent_version": "0.1\n"}, "pattern"),
+        ("health", {"latency_ms": {"detect": {"p50": 5, "p95": 2}}}, "p95 is below p50"),
+        ("config", {"version": ""}, "pattern|at least"),
+        ("config", {"schema_version": 2}, "1"),
+        ("config", {"estimator": {"tta": "sometimes"}}, "bool"),
+    ],
+)
+def test_other_invalid_values_are_rejected(kind: str, changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        MAKERS[kind](**changes)
+
+
+def test_desired_config_may_be_just_a_version() -> None:
+    config = DesiredConfig(version="empty")
+    assert config.detector == DetectorSettings()
+    assert config.tracker == TrackerSettings()
+    assert config.estimator == EstimatorSettings()
+    assert config.health_interval_s is None
+    raw = b'{"version": "v7", "tracker": {"min_hits": 4}}'
+    parsed = parse_desired_config(config_topic(ROOT, "dev-1"), raw)
+    assert parsed is not None and parsed.tracker.min_hits == 4 and parsed.schema_version == 1
+
+
+def test_channels_describe_every_contract_topic() -> None:
+    assert set(CHANNELS) == set(Channel)
+    assert CHANNELS[Channel.STATUS].retain and CHANNELS[Channel.CONFIG].retain
+    assert not CHANNELS[Channel.CONFIG].from_device
+    assert CHANNELS[Channel.EVENTS].payload is PersonEvent
+    assert CHANNELS[Channel.EVENTS].qos == 1
+    assert {spec.payload for spec in CHANNELS.values()} == {
+        PersonEvent,
+        DeviceStatus,
+        DeviceHealth,
+        Occupancy,
+        DesiredConfig,
+    }
