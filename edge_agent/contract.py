@@ -183,6 +183,10 @@ _Label = Annotated[str, StringConstraints(pattern=_PRINTABLE, min_length=1, max_
 _Message = Annotated[str, StringConstraints(pattern=_PRINTABLE, min_length=1, max_length=1024)]
 _Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 _MAX_CAMERAS: Final = 64
+_OUTBOX_DROPPED: Final = (
+    "Events dropped because the on-disk outbox was full: a counter that only grows, "
+    "though it may start again from 0 when the agent restarts."
+)
 
 
 def _not_future(at: datetime | None) -> None:
@@ -249,9 +253,7 @@ class DeviceStatus(_Strict):
     config_error: _Message | None = Field(
         default=None, description="Why the last DesiredConfig was not applied."
     )
-    outbox_dropped: _Count = Field(
-        default=0, description="Events dropped because the on-disk outbox was full."
-    )
+    outbox_dropped: _Count = Field(default=0, description=_OUTBOX_DROPPED)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceStatus:
@@ -301,9 +303,7 @@ class DeviceHealth(_Strict):
         default_factory=dict, max_length=32, description="Pipeline stage -> p50/p95 in ms."
     )
     outbox_depth: _Count = Field(description="Events waiting in the outbox.")
-    outbox_dropped: _Count = Field(
-        description="Events dropped because the outbox was full, since the agent started."
-    )
+    outbox_dropped: _Count = Field(description=_OUTBOX_DROPPED)
     cpu_percent: float = Field(ge=0.0, le=100.0, description="Whole device, all cores: 0-100.")
     memory_mb: float = Field(ge=0.0, le=16_777_216.0, description="The agent's resident memory.")
     temperature_c: float | None = Field(default=None, ge=-100.0, le=200.0)
