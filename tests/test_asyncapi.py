@@ -227,3 +227,21 @@ def test_check_mode_reports_a_stale_file(
     assert asyncapi.main(["--output", str(target)]) == 0
     assert asyncapi.main(["--output", str(target), "--check"]) == 0
     assert target.read_text(encoding="utf-8") == DOC.read_text(encoding="utf-8")
+
+
+def test_every_json_example_in_the_contract_doc_is_a_valid_payload() -> None:
+    text = (ROOT / "docs" / "mqtt-contract.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= len(CHANNELS)
+    shown = set()
+    for block in blocks:
+        fits = []
+        for spec in CHANNELS.values():
+            try:
+                spec.payload.model_validate_json(block)
+            except ValueError:
+                continue
+            fits.append(spec.payload.__name__)
+        assert len(fits) == 1, f"example fits {fits}:\n{block}"
+        shown.update(fits)
+    assert shown == {spec.payload.__name__ for spec in CHANNELS.values()}
