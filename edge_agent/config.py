@@ -89,15 +89,39 @@ class EstimatorConfig(_Section):
     )
 
 
+class OutboxConfig(_Section):
+    """The on-disk queue of events the broker has not acknowledged (edge_agent/outbox.py)."""
+
+    max_entries: int = Field(default=100_000, ge=10, description="Then the oldest go.")
+    max_mb: float = Field(default=64.0, gt=0, description="Payload megabytes, then the oldest go.")
+    inflight: int = Field(
+        default=20, ge=1, le=1000, description="Events handed to MQTT before their PUBACKs."
+    )
+
+
+class HealthConfig(_Section):
+    """How often the agent reports its health and each camera's occupancy."""
+
+    interval_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    occupancy_interval_s: float = Field(default=10.0, ge=1.0, le=3600.0)
+
+
 class AgentConfig(_Section):
     """The whole agent."""
 
     device_id: IdString = "dev-local"
     models_dir: Path | None = None
+    state_dir: Path | None = Field(
+        default=None,
+        description="The outbox lives here; default /var/lib/edge-agent when writable, "
+        "else ~/.local/state/edge-agent.",
+    )
     mqtt: MqttConfig = MqttConfig()
     detector: DetectorConfig = DetectorConfig()
     tracker: TrackerConfig = TrackerConfig()
     estimator: EstimatorConfig = EstimatorConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    health: HealthConfig = HealthConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @classmethod

@@ -97,6 +97,12 @@ class CameraPipeline:
             ended = self.tracker.update(detections, frame.t, frame.rgb)
         return self._events(ended)
 
+    def in_view(self) -> int:
+        """Confirmed people the tracker follows now (occupancy); safe from another
+        thread, since the tracker replaces its list of tracks rather than editing it."""
+        min_hits = self.tracker.config.min_hits
+        return sum(1 for track in self.tracker.active if track.hits >= min_hits)
+
     def finish(self) -> list[PersonEvent]:
         """The stream ended: every person still in view becomes an event."""
         return self._events(self.tracker.finish())

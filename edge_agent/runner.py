@@ -13,7 +13,17 @@ from collections.abc import Callable
 import structlog
 
 from edge_agent.config import AgentConfig, CameraConfig
-from edge_agent.contract import PersonEvent
+from edge_agent.contract import (
+    CameraState,
+    PersonEvent,
+    config_topic,
+    parse_desired_config,
+    status_topic,
+)
+from edge_agent.device_status import StatusBoard
+from edge_agent.health import CameraMeter, Telemetry
+from edge_agent.live_config import LiveSettings, describe_error
+from edge_agent.outbox import Outbox, default_state_dir
 from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.publisher import MqttPublisher
 from edge_agent.sources import SourceError, is_live, read_frames
@@ -21,6 +31,7 @@ from edge_agent.sources import SourceError, is_live, read_frames
 log = structlog.get_logger(__name__)
 
 PublishFn = Callable[[PersonEvent], None]
+StateFn = Callable[[CameraState], None]
 
 MAX_BACKOFF_S = 30.0
 
@@ -30,23 +41,45 @@ def run_camera(
     camera: CameraConfig,
     publish: PublishFn,
     stop: threading.Event,
+    *,
+    live: LiveSettings | None = None,
+    meter: CameraMeter | None = None,
+    board: StatusBoard | None = None,
 ) -> int:
     """Process one camera until its file ends or ``stop`` is set; returns events sent.
 
     A live source that fails to open or drops is reopened after a backoff that doubles
     up to ``MAX_BACKOFF_S`` and resets once frames flow again. A file that cannot be
-    read is reported once and that camera stops (retrying would not heal it).
+    read is reported once and that camera stops (retrying would not heal it). Settings
+    pushed on the config topic are copied into the pipeline between frames.
     """
-    models = load_models(config)
-    live = is_live(camera.source)
+    live = live or LiveSettings(config)
+    meter = meter or CameraMeter(camera.id)
+
+    def state(value: CameraState) -> None:
+        if board is not None:
+            board.set_camera(camera.id, value)
+
+    models = load_models(config, meter.times)
+    if board is not None:
+        board.set_models(models.versions)
+    is_stream = is_live(camera.source)
     sent = 0
     backoff = 1.0
     while not stop.is_set():
-        pipeline = CameraPipeline(config.device_id, camera.id, config, models)
+        pipeline = CameraPipeline(config.device_id, camera.id, config, models, meter.times)
+        applied = live.apply_to(pipeline)
+        meter.pipeline = pipeline
+        meter.restart()
         frames = 0
         try:
-            for frame in read_frames(camera.id, camera.source, camera.fps):
+            for frame in read_frames(camera.id, camera.source, camera.fps, meter.times):
+                if not frames:
+                    state(CameraState.LIVE)
                 frames += 1
+                meter.frame(frame.index)
+                if live.version != applied:
+                    applied = live.apply_to(pipeline)
                 for event in pipeline.process(frame):
                     publish(event)
                     sent += 1
@@ -54,50 +87,101 @@ def run_camera(
                     break
         except SourceError as error:
             log.error("camera_source_failed", camera=camera.id, error=str(error))
-            if not live:
+            state(CameraState.DOWN)
+            if not is_stream:
                 break
         finally:
             # People still in view when the stream stops are counted, not dropped.
             for event in pipeline.finish():
                 publish(event)
                 sent += 1
-        if stop.is_set() or (not live and not camera.loop):
+        if stop.is_set():
+            break
+        if not is_stream and not camera.loop:
+            state(CameraState.ENDED)
             break
         if frames:
             backoff = 1.0
-        if live or not frames:
+        if is_stream or not frames:
+            state(CameraState.DOWN)
             log.warning("camera_reconnecting", camera=camera.id, retry_s=backoff)
             stop.wait(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2)
+            state(CameraState.CONNECTING)
     log.info("camera_stopped", camera=camera.id, events=sent)
     return sent
 
 
 def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
-    """Run until every finite source has ended or ``stop`` is set; returns events sent."""
+    """Run until every finite source has ended or ``stop`` is set; returns events sent.
+
+    Events go through the outbox under ``state_dir``; whatever the broker has not
+    acknowledged when the agent stops (or dies) is sent on the next start.
+    """
     stop = stop or threading.Event()
     if not config.cameras:
         raise ValueError("no cameras configured: add at least one [[cameras]] section")
-    publisher = MqttPublisher(config.mqtt, client_id=f"edge-agent-{config.device_id}")
+    device, root = config.device_id, config.mqtt.topic_root
+    state_dir = config.state_dir or default_state_dir()
+    limits = config.outbox
+    outbox = Outbox.in_dir(state_dir, limits.max_entries, int(limits.max_mb * 1024 * 1024))
+    if outbox.depth():
+        log.info("outbox_replay", entries=outbox.depth(), path=str(outbox.path))
+    publisher = MqttPublisher(
+        config.mqtt, client_id=f"edge-agent-{device}", outbox=outbox, inflight=limits.inflight
+    )
+    live = LiveSettings(config)
+    board = StatusBoard(
+        device,
+        [c.id for c in config.cameras],
+        live,
+        lambda: outbox.dropped,
+        publisher.status_changed,
+    )
+    publisher.set_status(status_topic(root, device), board.build, board.last_will(device))
+    desired_topic = config_topic(root, device)
+
+    def on_config(payload: bytes) -> None:
+        try:
+            live.update(parse_desired_config(desired_topic, payload, root))
+            log.info("config_applied", version=live.applied)
+        except ValueError as error:  # pydantic's ValidationError is one
+            live.refuse(describe_error(error))
+            log.warning("config_refused", error=live.error)
+        publisher.status_changed()
+
+    publisher.subscribe_config(desired_topic, on_config)
     publisher.start()
+    meters = [CameraMeter(c.id) for c in config.cameras]
+    telemetry = Telemetry(publisher, device, meters, outbox, live)
+    telemetry_stop = threading.Event()
+    reporter = threading.Thread(
+        target=telemetry.run, args=(telemetry_stop,), name="telemetry", daemon=True
+    )
+    reporter.start()
     totals: dict[str, int] = {}
 
-    def worker(camera: CameraConfig) -> None:
+    def worker(camera: CameraConfig, meter: CameraMeter) -> None:
         try:
-            totals[camera.id] = run_camera(config, camera, publisher.publish, stop)
+            totals[camera.id] = run_camera(
+                config, camera, publisher.publish, stop, live=live, meter=meter, board=board
+            )
         except Exception:
             log.exception("camera_crashed", camera=camera.id)
+            board.set_camera(camera.id, CameraState.DOWN)
             totals[camera.id] = 0
 
     threads = [
-        threading.Thread(target=worker, args=(c,), name=f"camera-{c.id}", daemon=True)
-        for c in config.cameras
+        threading.Thread(target=worker, args=(c, m), name=f"camera-{c.id}", daemon=True)
+        for c, m in zip(config.cameras, meters, strict=True)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         while thread.is_alive():
             thread.join(timeout=0.5)
+    telemetry_stop.set()
+    reporter.join(timeout=5)
     left = publisher.close()
     sent = sum(totals.values())
     log.info("agent_stopped", events=sent, unacknowledged=left)

@@ -1,0 +1,152 @@
+"""Test helpers around the real Mosquitto: a relay that can cut the agent off the broker,
+and a watcher of any topics (retained flags included)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.conftest import MQTT_HOST, MQTT_PORT
+
+
+class CuttableRelay:
+    """A TCP forwarder to the real broker on a port of our own. ``down()`` closes every
+    connection and stops listening (the network is gone, nothing about MQTT is faked);
+    ``up()`` listens again on the same port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._server: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        server.settimeout(0.2)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed by down()
+                return
+            upstream = socket.create_connection((MQTT_HOST, MQTT_PORT))
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    close = down
+
+
+class Watcher:
+    """Records every message on ``filters`` from the shared broker: (topic, payload, retain)."""
+
+    def __init__(self, filters: Sequence[str]) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.connect(MQTT_HOST, MQTT_PORT)
+        self._client.subscribe([(f, 1) for f in filters])
+        self._client.loop_start()
+        assert subscribed.wait(10), "could not subscribe"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def received(self, suffix: str = "") -> list[tuple[str, bytes, bool]]:
+        """Messages whose topic contains ``suffix`` (all by default), in arrival order."""
+        with self._lock:
+            return [m for m in self.messages if suffix in m[0]]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def retained(topic: str, timeout_s: float = 5.0) -> bytes | None:
+    """The broker's retained message on ``topic`` now (``None`` when there is none)."""
+    got: list[bytes] = []
+    done = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"ret-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+    )
+
+    def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            got.append(bytes(msg.payload))
+        done.set()
+
+    def on_subscribe(*_: object) -> None:
+        # Retained messages arrive right after SUBACK; a short grace covers "none".
+        threading.Timer(0.5, done.set).start()
+
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.connect(MQTT_HOST, MQTT_PORT)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    try:
+        done.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got[-1] if got else None
+
+
+def clear_retained(topics: Sequence[str]) -> None:
+    """Remove retained messages a test left on the shared broker."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"clr-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+    )
+    client.connect(MQTT_HOST, MQTT_PORT)
+    client.loop_start()
+    try:
+        infos = [client.publish(t, b"", qos=1, retain=True) for t in topics]
+        for info in infos:
+            info.wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
