@@ -66,9 +66,25 @@ def run_camera(
     is_stream = is_live(camera.source)
     sent = 0
     backoff = 1.0
+    announced = 0  # the settings version this camera last logged taking
+
+    def take_settings(pipeline: CameraPipeline) -> int:
+        nonlocal announced
+        version = live.apply_to(pipeline)
+        if version != announced:
+            announced = version
+            log.info(
+                "camera_settings_applied",
+                camera=camera.id,
+                config_version=live.applied,
+                min_hits=pipeline.tracker.config.min_hits,
+                score_threshold=pipeline.models.detector.score_threshold,
+            )
+        return version
+
     while not stop.is_set():
         pipeline = CameraPipeline(config.device_id, camera.id, config, models, meter.times)
-        applied = live.apply_to(pipeline)
+        applied = take_settings(pipeline)
         meter.pipeline = pipeline
         meter.restart()
         frames = 0
@@ -79,7 +95,7 @@ def run_camera(
                 frames += 1
                 meter.frame(frame.index)
                 if live.version != applied:
-                    applied = live.apply_to(pipeline)
+                    applied = take_settings(pipeline)
                 for event in pipeline.process(frame):
                     publish(event)
                     sent += 1

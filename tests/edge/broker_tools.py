@@ -138,15 +138,19 @@ def retained(topic: str, timeout_s: float = 5.0) -> bytes | None:
 
 def clear_retained(topics: Sequence[str]) -> None:
     """Remove retained messages a test left on the shared broker."""
+    for topic in topics:
+        publish_retained(topic, b"")
+
+
+def publish_retained(topic: str, payload: bytes) -> None:
+    """Publish one retained QoS 1 message and wait for the broker's acknowledgement."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"clr-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
     )
     client.connect(MQTT_HOST, MQTT_PORT)
     client.loop_start()
     try:
-        infos = [client.publish(t, b"", qos=1, retain=True) for t in topics]
-        for info in infos:
-            info.wait_for_publish(5)
+        client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
     finally:
         client.disconnect()
         client.loop_stop()
