@@ -1,4 +1,7 @@
-"""The HTTP API: statistics, events, devices, live recent results, health and metrics."""
+"""The HTTP API: statistics, events, devices, live recent results, health and metrics.
+
+Every endpoint but ``/healthz`` needs an API key (``cloud_hub.auth``, docs/security.md).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,14 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+import structlog
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud_hub import __version__, queries
+from cloud_hub.apikeys import parse_api_keys
+from cloud_hub.auth import RequireMetrics, RequireRead
 from cloud_hub.runtime import Hub
 from cloud_hub.schemas import (
     Bucket,
@@ -25,6 +31,8 @@ from cloud_hub.settings import HubSettings
 from edge_agent.contract import IdString
 
 OptionalId = Annotated[IdString | None, Query()]
+
+log = structlog.get_logger(__name__)
 
 
 def _hub(request: Request) -> Hub:
@@ -52,8 +60,17 @@ def create_app(settings: HubSettings) -> FastAPI:
 
     app = FastAPI(title="Audience cloud hub", version=__version__, lifespan=lifespan)
     app.state.hub = hub
+    app.state.api_keys = parse_api_keys(settings.api_keys)
+    if not app.state.api_keys:
+        log.warning(
+            "no_api_keys",
+            hint="every endpoint but /healthz answers 401; create a key with "
+            "`cloud-hub apikey create --scope read` and set HUB_API_KEYS",
+        )
+    # Everything on this router needs a read key; admin endpoints add RequireAdmin.
+    api = APIRouter(dependencies=[RequireRead])
 
-    @app.get("/v1/stats", response_model=StatsResponse)
+    @api.get("/v1/stats", response_model=StatsResponse)
     async def get_stats(
         request: Request,
         start: datetime | None = None,
@@ -84,7 +101,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             buckets=buckets,
         )
 
-    @app.get("/v1/events", response_model=EventsPage)
+    @api.get("/v1/events", response_model=EventsPage)
     async def get_events(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -108,12 +125,12 @@ def create_app(settings: HubSettings) -> FastAPI:
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
 
-    @app.get("/v1/devices", response_model=list[Device])
+    @api.get("/v1/devices", response_model=list[Device])
     async def get_devices(request: Request) -> list[Device]:
         """Every device that has sent events, with when it was last seen."""
         return await queries.devices(_hub(request).pool)
 
-    @app.get("/v1/cameras/{device_id}/{camera_id}/recent", response_model=RecentEvents)
+    @api.get("/v1/cameras/{device_id}/{camera_id}/recent", response_model=RecentEvents)
     async def get_recent(
         request: Request,
         device_id: IdString,
@@ -125,6 +142,8 @@ def create_app(settings: HubSettings) -> FastAPI:
         if events is None:
             raise HTTPException(503, "live cache disabled: Redis was not reachable at startup")
         return RecentEvents(device_id=device_id, camera_id=camera_id, events=events)
+
+    app.include_router(api)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz(request: Request) -> JSONResponse:
@@ -141,7 +160,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         )
         return JSONResponse(health.model_dump(), status_code=200 if db and mqtt else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[] if settings.metrics_public else [RequireMetrics])
     async def metrics() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

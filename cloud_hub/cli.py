@@ -1,4 +1,5 @@
-"""``cloud-hub``: serve, migrate, print stats, or bring the whole system up for a first run."""
+"""``cloud-hub``: serve, migrate, print stats, bring the whole system up for a first run;
+manage API keys, device credentials and certificates (``cloud_hub.security_cli``)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def _stats(args: argparse.Namespace, settings: HubSettings) -> int:
 
     stats = fetch_stats(
         args.url or settings.api_url,
+        api_key=args.api_key or os.environ.get("HUB_API_KEY"),
         start=args.start or "",
         end=args.end or "",
         bucket=args.bucket,
@@ -93,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--device-id")
     stats.add_argument("--camera-id")
     stats.add_argument("--all", action="store_true", help="show empty buckets too")
+    stats.add_argument("--api-key", help="a read key (default: the HUB_API_KEY variable)")
     stats.set_defaults(func=_stats)
+
+    from cloud_hub.security_cli import add_security_commands
+
+    add_security_commands(sub)
 
     up = sub.add_parser(
         "up", help="first run: start what is missing, the hub, and an agent on a video"

@@ -30,6 +30,7 @@ from cloud_hub.settings import HubSettings
 from cloud_hub.storage import Rejected, store_batch
 from cloud_hub.validation import validate
 from edge_agent.contract import PersonEvent
+from edge_agent.mqtt_security import apply_credentials
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +76,15 @@ class MqttIngest:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             manual_ack=True,
         )
-        if s.mqtt_username:
-            client.username_pw_set(s.mqtt_username, s.mqtt_password)
+        apply_credentials(
+            client,
+            username=s.mqtt_username,
+            password=s.mqtt_password,
+            tls=s.mqtt_tls,
+            ca=s.mqtt_tls_ca,
+            cert=s.mqtt_tls_cert,
+            key=s.mqtt_tls_key,
+        )
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

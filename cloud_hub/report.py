@@ -10,11 +10,15 @@ from typing import Any
 from cloud_hub.schemas import AGE_BANDS, GENDERS, StatsResponse
 
 
-def fetch_stats(base_url: str, timeout_s: float = 10.0, **params: str) -> StatsResponse:
+def fetch_stats(
+    base_url: str, timeout_s: float = 10.0, *, api_key: str | None = None, **params: str
+) -> StatsResponse:
     """GET ``/v1/stats`` from a running hub (stdlib only, so the CLI needs no HTTP client)."""
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
     url = f"{base_url.rstrip('/')}/v1/stats" + (f"?{query}" if query else "")
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
         data: dict[str, Any] = json.load(response)
     return StatsResponse.model_validate(data)
 

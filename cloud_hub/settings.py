@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge_agent.contract import DEFAULT_TOPIC_ROOT
@@ -37,6 +37,12 @@ class HubSettings(BaseSettings):
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    mqtt_tls: bool = Field(
+        default=False, description="TLS to the broker; implied by mqtt_tls_ca or mqtt_tls_cert."
+    )
+    mqtt_tls_ca: Path | None = Field(default=None, description="CA certificate (PEM).")
+    mqtt_tls_cert: Path | None = Field(default=None, description="Client certificate (PEM).")
+    mqtt_tls_key: Path | None = Field(default=None, description="Its private key (PEM).")
     mqtt_client_id: str = Field(
         default_factory=_default_client_id,
         description="Stable per hub process: the broker keeps its unacked messages by this id.",
@@ -55,6 +61,14 @@ class HubSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: str = Field(
+        default="",
+        description="name:scope:sha256hex entries, comma-separated (cloud-hub apikey create); "
+        "with none, every endpoint but /healthz answers 401.",
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a key (guard it by network policy)."
+    )
 
     log_format: Literal["json", "console"] = "json"
     log_level: str = "info"
@@ -68,6 +82,20 @@ class HubSettings(BaseSettings):
     )
 
     state_dir: Path = Field(default_factory=_default_state_dir)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _valid_api_keys(cls, value: str) -> str:
+        from cloud_hub.apikeys import parse_api_keys
+
+        parse_api_keys(value)  # fail at startup, not on the first request
+        return value
+
+    @model_validator(mode="after")
+    def _tls_cert_with_key(self) -> HubSettings:
+        if (self.mqtt_tls_cert is None) != (self.mqtt_tls_key is None):
+            raise ValueError("mqtt_tls_cert and mqtt_tls_key go together: set both or neither")
+        return self
 
     @property
     def event_filter(self) -> str:

@@ -23,6 +23,7 @@ import uvicorn
 
 from cloud_hub import queries
 from cloud_hub.api import create_app
+from cloud_hub.apikeys import new_key
 from cloud_hub.db import database_name
 from cloud_hub.embedded import EmbeddedBroker, EmbeddedPostgres, postgres_answers, tcp_answers
 from cloud_hub.report import fetch_stats, format_stats
@@ -145,6 +146,12 @@ async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: 
         settings, notes = await choose_services(settings, stack)
         for note in notes:
             print(note, flush=True)
+        # The API needs a key: one for this session only, added to any configured ones.
+        api_key, entry = new_key("up-session", "admin")
+        configured = settings.api_keys.strip().strip(",")
+        settings = settings.model_copy(
+            update={"api_keys": f"{configured},{entry.config_entry()}".strip(",")}
+        )
 
         app = create_app(settings)
         server = uvicorn.Server(
@@ -167,7 +174,9 @@ async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: 
         print(
             f"\nHub running.\n  statistics  {url}/v1/stats\n  events      {url}/v1/events\n"
             f"  devices     {url}/v1/devices\n  API docs    {url}/docs\n"
-            f"  health      {url}/healthz\n  metrics     {url}/metrics\n",
+            f"  health      {url}/healthz\n  metrics     {url}/metrics\n"
+            f"  API key     {api_key}  (this session only; send it as X-API-Key)\n"
+            f"              curl -H 'X-API-Key: {api_key}' {url}/v1/stats\n",
             flush=True,
         )
 
@@ -198,7 +207,7 @@ async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: 
 
         total = await _settled(lambda: queries.event_count(pool))
         print(f"\nThe agent is done: {total - before} new event(s), {total} stored.\n", flush=True)
-        stats = await asyncio.to_thread(fetch_stats, url)
+        stats = await asyncio.to_thread(fetch_stats, url, api_key=api_key)
         print(format_stats(stats), flush=True)
 
         if exit_after_demo:

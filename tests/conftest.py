@@ -29,12 +29,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_hub.apikeys import ApiKey, hash_key
 from cloud_hub.settings import HubSettings
 from edge_agent.contract import AgeEstimate, GenderEstimate, PersonEvent, uuid7
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_HOST = "127.0.0.1"
 MQTT_PORT = 1883
+# The hubs tests start accept this key (scope admin); RunningHub sends it.
+TEST_ADMIN_KEY = "ahk_test-admin-key-for-the-test-suite-only"
+TEST_API_KEYS = ApiKey("tests", "admin", hash_key(TEST_ADMIN_KEY)).config_entry()
 
 
 def free_port() -> int:
@@ -57,10 +61,11 @@ def wait_until(check: Callable[[], Any], timeout_s: float = 20.0, what: str = "c
         time.sleep(0.1)
 
 
-def http_get(url: str) -> tuple[int, Any]:
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """GET a URL; (status, parsed JSON or text). Never raises for HTTP error statuses."""
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=10) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as err:
         status, body = err.code, err.read()
@@ -79,22 +84,23 @@ class RunningHub:
     topic_root: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    api_key: str = TEST_ADMIN_KEY
 
     def get(self, path: str) -> Any:
-        """GET a JSON endpoint, asserting 200."""
-        status, body = http_get(self.base_url + path)
+        """GET a JSON endpoint with the admin API key, asserting 200."""
+        status, body = self.request(path)
         assert status == 200, (status, body)
         return body
 
     def request(self, path: str) -> tuple[int, Any]:
-        """GET any endpoint: (status, body)."""
-        return http_get(self.base_url + path)
+        """GET any endpoint with the admin API key: (status, body)."""
+        return http_get(self.base_url + path, {"X-API-Key": self.api_key})
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from ``/metrics`` (0 when absent)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        status, text = http_get(self.base_url + "/metrics")
+        status, text = self.request("/metrics")
         assert status == 200
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -179,6 +185,7 @@ class HubFactory:
             "log_format": "console",
             "batch_max_wait_s": 0.05,
             "state_dir": self.tmp_path / "hub-state",
+            "api_keys": TEST_API_KEYS,
         }
         values.update(overrides)
         return HubSettings(**values)

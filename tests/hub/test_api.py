@@ -132,6 +132,8 @@ def test_stats_and_migrate_commands(
             hub.base_url,
             "--device-id",
             "dev-cli",
+            "--api-key",
+            hub.api_key,
         ],
         check=True,
         capture_output=True,
