@@ -5,9 +5,11 @@ validate, and a pushed config is applied (or its error reported) without a crash
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,8 +38,21 @@ from tests.edge.broker_tools import (
     publish_retained,
     retained,
 )
-from tests.edge.test_runner import log_events, start_agent
+from tests.edge.test_runner import log_events
 from tests.paths import WALK_AND_PAUSE
+
+AGENT_COMMAND = (sys.executable, "-m", "edge_agent.cli", "--log-format", "json", "run")
+
+
+def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``edge-agent run`` with unbuffered output, so the test can read its log live."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [*AGENT_COMMAND, "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def agent_config(path: Path, root: str, device: str, port: int, state_dir: Path) -> Path:
@@ -221,6 +236,13 @@ def test_status_health_occupancy_and_live_config(
             15,
             "the applied version in the status",
         )
+        applied = wait_until(
+            lambda: [e for e in log_events(log) if e.get("event") == "camera_settings_applied"],
+            30,
+            "the camera thread to take the settings between frames",
+        )
+        assert applied[0]["min_hits"] == 5 and applied[0]["config_version"] == "v-hits-5"
+
         # An invalid one: reported, the previous stays, the agent keeps running.
         bad = json.dumps({"schema_version": 1, "version": "v-bad", "tracker": {"min_hits": 0}})
         publish_retained(topic, bad.encode())
@@ -245,10 +267,6 @@ def test_status_health_occupancy_and_live_config(
         assert payload is not None
         final = parse_status(status_topic(topic_root, device), payload, root=topic_root)
         assert final is not None and final.state is DeviceState.OFFLINE and final.at is not None
-        # Logs are block-buffered into the file: read them once the agent has exited.
-        applied = [e for e in log_events(log) if e.get("event") == "camera_settings_applied"]
-        assert applied, "the camera thread took the pushed settings between frames"
-        assert applied[0]["min_hits"] == 5 and applied[0]["config_version"] == "v-hits-5"
     finally:
         if agent.poll() is None:
             agent.kill()
