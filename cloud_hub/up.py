@@ -94,6 +94,7 @@ def agent_config_toml(settings: HubSettings, source: str) -> str:
 
     lines = [
         f"device_id = {q(DEMO_DEVICE_ID)}",
+        f"state_dir = {q(str(settings.state_dir / 'agent'))}",  # the agent's outbox
         "",
         "[mqtt]",
         f"host = {q(settings.mqtt_host)}",

@@ -22,13 +22,14 @@ restarts.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/edge-agent")
 DB_NAME: Final = "outbox.sqlite3"
@@ -69,6 +70,24 @@ class Entry:
     payload: bytes
 
 
+def _exclusive(lock_path: Path) -> IO[bytes]:
+    """Hold an exclusive lock for this process's lifetime (the kernel drops it on death).
+
+    Two agents sharing one state directory would replay each other's events; the second
+    one fails at start with a message instead.
+    """
+    handle = lock_path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(
+            f"another agent is using {lock_path.parent} (its outbox is locked); "
+            "give each agent its own state_dir"
+        ) from None
+    return handle
+
+
 class Outbox:
     """Thread-safe: camera threads append, the publisher reads, acknowledgements delete.
 
@@ -87,8 +106,10 @@ class Outbox:
         self.path = path
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self._lock_file: IO[bytes] | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = _exclusive(path.with_suffix(".lock"))
         self._db = sqlite3.connect(
             ":memory:" if path is None else str(path),
             check_same_thread=False,
@@ -223,6 +244,9 @@ class Outbox:
             return str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
     def close(self) -> None:
-        """Checkpoint and close the file."""
+        """Checkpoint and close the file, and let another agent take the directory."""
         with self._lock:
             self._db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None

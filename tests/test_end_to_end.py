@@ -24,6 +24,7 @@ from tests.paths import WALK_AND_PAUSE
 def write_agent_config(path: Path, topic_root: str, device_id: str) -> Path:
     path.write_text(
         f"""device_id = "{device_id}"
+state_dir = "{path.parent / "agent-state"}"
 
 [mqtt]
 host = "{MQTT_HOST}"

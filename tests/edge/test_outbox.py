@@ -127,3 +127,11 @@ def test_the_state_dir_falls_back_to_the_users_when_the_system_one_is_unusable(
     blocked.write_text("")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert default_state_dir(blocked / "edge-agent") == tmp_path / "xdg" / "edge-agent"
+
+
+def test_a_second_agent_cannot_share_the_state_dir(tmp_path: Path) -> None:
+    first = Outbox.in_dir(tmp_path, 10, 1_000_000)
+    with pytest.raises(RuntimeError, match="another agent"):
+        Outbox.in_dir(tmp_path, 10, 1_000_000)
+    first.close()
+    Outbox.in_dir(tmp_path, 10, 1_000_000).close()  # free again once the first closed

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,12 +31,13 @@ def subscriber(topic_root: str) -> Iterator[Subscriber]:
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_run_agent_publishes_the_clips_events(
-    protocol: str, topic_root: str, subscriber: Subscriber
+    protocol: str, topic_root: str, subscriber: Subscriber, tmp_path: Path
 ) -> None:
     device = f"edge-{uuid.uuid4().hex[:6]}"
     config = AgentConfig.model_validate(
         {
             "device_id": device,
+            "state_dir": str(tmp_path / "agent-state"),
             "mqtt": {
                 "host": MQTT_HOST,
                 "port": MQTT_PORT,

@@ -20,6 +20,7 @@ from tests.paths import WALK_AND_PAUSE
 def write_config(path: Path, root: str, device: str, cameras: list[tuple[str, str, bool]]) -> Path:
     lines = [
         f'device_id = "{device}"',
+        f'state_dir = "{path.parent / "agent-state"}"',
         "[mqtt]",
         f'host = "{MQTT_HOST}"',
         f"port = {MQTT_PORT}",
