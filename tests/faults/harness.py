@@ -10,12 +10,16 @@ as root its commands run as the ``postgres`` OS user, in a directory that user o
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,7 +32,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.contract import EventTopic, PersonEvent
+from edge_agent.contract import EventTopic, PersonEvent, events_subscription
+from edge_agent.outbox import DB_NAME
 from tests.conftest import free_port, wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -96,9 +101,20 @@ class PrivateMosquitto:
 
         wait_until(up, 10, f"mosquitto on port {self.port}")
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing is read or acknowledged."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it (SIGTERM: a clean shutdown that writes the persistence file)."""
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
             self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=15)
@@ -123,6 +139,7 @@ class PrivatePostgres:
         self._as_root = os.geteuid() == 0
         if self._as_root:
             shutil.chown(self.root, "postgres", "postgres")
+        atexit.register(self.destroy)  # even when the session is interrupted
         self._run(
             [
                 str(PG_BIN / "initdb"),
@@ -284,3 +301,175 @@ def try_count_events(url: str) -> tuple[int, int] | None:
         return count_events(url)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return None
+
+
+class Relay:
+    """A TCP forwarder from ``port`` to a broker: the device's network. ``down()`` closes
+    every connection and stops listening (the device is offline, nothing about MQTT is
+    faked); ``up()`` listens on the same port again."""
+
+    def __init__(self, port: int, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.port = port
+        self._upstream = (upstream_host, upstream_port)
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._server: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        """Accept connections again."""
+        server = socket.create_server(("127.0.0.1", self.port))
+        server.settimeout(0.2)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed by down()
+                return
+            try:
+                upstream = socket.create_connection(self._upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def down(self) -> None:
+        """Cut every connection and stop listening."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    close = down
+
+
+class EventWatcher:
+    """Every event id delivered on the private broker under a topic root (plain QoS 1
+    subscription beside the hub's): an independent record of what the agent sent."""
+
+    def __init__(self, port: int, topic_root: str) -> None:
+        self._ids: list[str] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"fault-watch-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(events_subscription(topic_root), qos=1)
+        self._client.loop_start()
+        assert subscribed.wait(10), "could not subscribe"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        event_id = json.loads(msg.payload)["event_id"]
+        with self._lock:
+            self._ids.append(event_id)
+
+    def ids(self) -> list[str]:
+        """Event ids in arrival order (a redelivered one appears again)."""
+        with self._lock:
+            return list(self._ids)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def outbox_ids(state_dir: Path) -> list[str]:
+    """Event ids in an agent's outbox now (read while the agent runs: WAL allows it)."""
+    with contextlib.closing(sqlite3.connect(state_dir / DB_NAME, timeout=10)) as db:
+        rows = db.execute("SELECT payload FROM outbox ORDER BY id").fetchall()
+    return [json.loads(payload)["event_id"] for (payload,) in rows]
+
+
+def outbox_totals(state_dir: Path) -> tuple[int, int, int]:
+    """(entries ever appended, entries dropped for space, entries still queued).
+
+    The outbox table is AUTOINCREMENT, so ``sqlite_sequence`` holds the highest id ever
+    given out: the number of events the agent ever wrote there.
+    """
+    with contextlib.closing(sqlite3.connect(state_dir / DB_NAME, timeout=10)) as db:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        dropped = db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+        depth = db.execute("SELECT count(*) FROM outbox").fetchone()
+    return (0 if row is None else int(row[0])), int(dropped[0]), int(depth[0])
+
+
+def write_agent_config(
+    path: Path, topic_root: str, device: str, port: int, state_dir: Path, source: Path
+) -> Path:
+    """An agent on one looping file camera, publishing to ``127.0.0.1:port``."""
+    path.write_text(
+        f"""device_id = "{device}"
+state_dir = {json.dumps(str(state_dir))}
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+topic_root = "{topic_root}"
+keepalive_s = 5
+
+[[cameras]]
+id = "door"
+source = {json.dumps(str(source))}
+loop = true
+"""
+    )
+    return path
+
+
+def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``edge-agent run --config`` with JSON logs to ``log``."""
+    with log.open("ab") as out:
+        command = [sys.executable, "-m", "edge_agent.cli", "--log-format", "json", "run"]
+        return subprocess.Popen(
+            [*command, "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def device_event_ids(url: str, device: str) -> list[str]:
+    """Every ``event_id`` row stored for ``device`` (duplicates would appear twice)."""
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(
+                "SELECT event_id FROM person_events WHERE device_id = $1", device
+            )
+            return [str(r[0]) for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
