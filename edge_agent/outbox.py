@@ -196,6 +196,19 @@ class Outbox:
                 self._handed_through = max(self._handed_through, rows[-1][0])
         return [Entry(row_id, topic, bytes(payload)) for row_id, topic, payload in rows]
 
+    def read_ids(self, ids: Iterable[int]) -> list[Entry]:
+        """The entries with these ids that are still stored (evicted ones are gone)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, topic, payload FROM outbox WHERE id IN ({marks}) ORDER BY id",
+                wanted,
+            ).fetchall()
+        return [Entry(row_id, topic, bytes(payload)) for row_id, topic, payload in rows]
+
     def delete(self, ids: Iterable[int]) -> int:
         """Remove acknowledged entries (unknown ids are ignored); returns rows removed."""
         wanted = [(i,) for i in ids]

@@ -10,6 +10,12 @@ Delivery, end to end:
   and order is kept (paho sends its queue in order and resends it in order).
 * ``on_publish`` (paho's network thread) maps the PUBACK's message id back to the outbox
   entry; the pump deletes acknowledged entries in batches.
+* An MQTT 5 broker answers a PUBACK with "no matching subscribers" (0x10) when nobody
+  (no hub) subscribes to the topic, for example right after a broker restart that lost
+  the hub's shared subscription. Such an event is *not* deleted: it stays in the outbox
+  and is sent again after a backoff (1 s doubling to 30 s), and it keeps its place in
+  the in-flight window, so a missing hub stops the flow instead of draining the outbox
+  into the void. (MQTT 3.1.1 has no reason codes; there the broker's PUBACK is final.)
 * After a reconnect paho resends the messages it holds (same ids, DUP set); the pump
   hands nothing twice. After a restart the outbox replays every entry still stored.
   Either way a message whose PUBACK was lost is sent again: at most ``inflight``
@@ -43,6 +49,8 @@ from edge_agent.outbox import Outbox
 log = structlog.get_logger(__name__)
 
 DEFAULT_INFLIGHT = 20
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
+UNHEARD_RETRY_S = (1.0, 30.0)  # first and longest wait before resending an unheard event
 _STATUS = -1  # the value of an in-flight status message in ``_inflight`` (not an entry)
 
 StatusBuilder = Callable[[bool], bytes]  # online? -> DeviceStatus JSON
@@ -85,6 +93,10 @@ class MqttPublisher:
         self._ephemeral: dict[int, int] = {}  # QoS 0 mid -> connection generation
         self._generation = 0
         self._acked_entries: list[int] = []
+        # Outbox ids the broker accepted with "no matching subscribers": resend at the time.
+        self._unheard: dict[int, float] = {}
+        self._unheard_delay = UNHEARD_RETRY_S[0]
+        self._unheard_bump_at = 0.0
         self._cursor = 0  # highest outbox id handed to paho
         self._status_due = False
         self._work = True  # something for the pump: a new entry, an ack, a connect
@@ -204,8 +216,20 @@ class MqttPublisher:
                 self._work = False
                 status_due, self._status_due = self._status_due, False
                 rows_in_flight = sum(1 for v in self._inflight.values() if v != _STATUS)
+                rows_in_flight += len(self._unheard)
+                now = time.monotonic()
+                due = [entry_id for entry_id, at in self._unheard.items() if at <= now]
+                for entry_id in due:
+                    del self._unheard[entry_id]
             try:
                 self._delete_acked()
+                if due and self.connected.is_set():
+                    for again in self.outbox.read_ids(due):
+                        info = self._client.publish(again.topic, again.payload, qos=1)
+                        self._track(info.mid, again.id)
+                elif due:  # offline: paho will not take them now; try again later
+                    with self._lock:
+                        self._unheard.update(dict.fromkeys(due, now + self._unheard_delay))
                 if status_due and self._status is not None and self.connected.is_set():
                     topic, build = self._status
                     info = self._client.publish(topic, build(True), qos=1, retain=True)
@@ -272,8 +296,16 @@ class MqttPublisher:
         with self._wake:
             value = self._inflight.pop(mid, None)
             if value is not None:
-                if value != _STATUS:
+                if value != _STATUS and reason.value == NO_MATCHING_SUBSCRIBERS:
+                    now = time.monotonic()
+                    self._unheard[value] = now + self._unheard_delay
+                    if now >= self._unheard_bump_at:  # back off once per round, not per event
+                        log.warning("mqtt_no_subscriber_for_events", retry_s=self._unheard_delay)
+                        self._unheard_bump_at = now + self._unheard_delay
+                        self._unheard_delay = min(UNHEARD_RETRY_S[1], self._unheard_delay * 2)
+                elif value != _STATUS:
                     self._acked_entries.append(value)
+                    self._unheard_delay, self._unheard_bump_at = UNHEARD_RETRY_S[0], 0.0
                 self._work = True
                 self._wake.notify()
             elif self._ephemeral.get(mid) == self._generation:

@@ -15,6 +15,7 @@ import pytest
 
 from edge_agent.config import AgentConfig, MqttConfig
 from edge_agent.contract import Gender, parse_event
+from edge_agent.outbox import Outbox
 from edge_agent.publisher import MqttPublisher
 from edge_agent.runner import run_agent
 from tests.conftest import MQTT_HOST, MQTT_PORT, make_event, wait_until
@@ -161,3 +162,27 @@ def test_events_published_while_the_broker_was_away_are_delivered_and_acknowledg
         assert publisher.close(timeout_s=5) == 0
     finally:
         relay.close()
+
+
+def test_events_nobody_subscribes_to_wait_in_the_outbox(topic_root: str, tmp_path: Path) -> None:
+    """MQTT 5: a PUBACK saying "no matching subscribers" does not delete the event; it is
+    sent again until a subscriber (the hub) is there to take it."""
+    outbox = Outbox.in_dir(tmp_path, 1000, 10_000_000)
+    config = MqttConfig(host=MQTT_HOST, port=MQTT_PORT, protocol="5", topic_root=topic_root)
+    publisher = MqttPublisher(config, client_id=f"unheard-{uuid.uuid4().hex[:6]}", outbox=outbox)
+    publisher.start()
+    events = [make_event("dev-u", "cam-1", track_id=i) for i in range(5)]
+    try:
+        for event in events:
+            publisher.publish(event)
+        time.sleep(2.5)  # PUBACKs (0x10) are back by now, and at least one resend happened
+        assert publisher.unacknowledged() == 5, "events nobody received must stay queued"
+        late = Subscriber(topic_root)
+        try:
+            wait_until(lambda: publisher.unacknowledged() == 0, 40, "delivery to the subscriber")
+            ids = {parse_event(t, p, root=topic_root).event_id for t, p, _ in late.received()}
+        finally:
+            late.close()
+    finally:
+        publisher.close(timeout_s=2)
+    assert ids == {e.event_id for e in events}

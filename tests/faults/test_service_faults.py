@@ -11,10 +11,14 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge_agent.config import MqttConfig
+from edge_agent.outbox import Outbox
+from edge_agent.publisher import MqttPublisher
 from tests.conftest import make_event, wait_until
 from tests.faults.conftest import FaultRig
 from tests.faults.harness import StreamPublisher, count_events, try_count_events
@@ -149,3 +153,45 @@ def test_database_down_for_twenty_seconds(
     _assert_exactly(events, counts)
     wait_until(lambda: hub.request("/healthz")[0] == 200, 20, "health back to 200")
     assert hub.metric("hub_events_stored_total") == len(events)
+
+
+def test_broker_restart_with_shared_subscription_and_the_agents_outbox(
+    rig: FaultRig, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """(a, shared) The same restart with the hub's default ``$share`` subscription, which
+    Mosquitto 2.0 forgets on restart, and the agent's own publisher and outbox as the
+    sender. Events the broker accepts with "no matching subscribers" (MQTT 5 PUBACK 0x10)
+    stay in the outbox and are sent again once the hub has resubscribed."""
+    hub = rig.start_hub()  # share_group "hub" by default
+    assert hub.settings.share_group
+    events = [make_event("dev-s", f"cam-{i % 2}", track_id=i) for i in range(300)]
+    config = MqttConfig(port=rig.broker.port, protocol="5", topic_root=rig.topic_root)
+    outbox = Outbox.in_dir(tmp_path / "agent-state", 10_000, 64 * 1024 * 1024)
+    publisher = MqttPublisher(config, client_id=f"agent-{rig.topic_root}", outbox=outbox)
+    publisher.start()
+
+    def stream() -> None:
+        for event in events:
+            publisher.publish(event)
+            time.sleep(0.01)
+
+    try:
+        sender = threading.Thread(target=stream, daemon=True)
+        sender.start()
+        wait_until(lambda: count_events(rig.database_url)[0] >= 60, 30, "some events stored first")
+        rig.broker.stop(signal.SIGTERM)
+        time.sleep(2.0)
+        rig.broker.start()
+        sender.join(timeout=60)
+        wait_until(lambda: publisher.unacknowledged() == 0, 90, "the outbox to drain")
+        wait_until(
+            lambda: count_events(rig.database_url)[0] >= len(events), 30, "every event stored"
+        )
+        time.sleep(1.0)
+        rows, distinct = count_events(rig.database_url)
+        known = count_events(rig.database_url, [e.event_id for e in events])
+    finally:
+        publisher.close(timeout_s=5)
+    _report(capsys, "a: broker restart, $share + outbox", len(events), (rows, distinct, *known))
+    assert "mqtt_disconnected" in hub.log(), "the hub never lost the broker"
+    _assert_exactly(events, (rows, distinct, *known))
