@@ -178,8 +178,10 @@ def test_device_offline_for_a_minute(
         written_at_cut = outbox_totals(state)[0]
         time.sleep(60.0)
         _alive(agent, log)
-        queued_offline = outbox_ids(state)
+        # Totals first, ids second: the agent keeps writing, so the ids read later can
+        # only be more, never fewer, unless something was sent while offline.
         written_offline = outbox_totals(state)[0] - written_at_cut
+        queued_offline = outbox_ids(state)
         offline_s = time.monotonic() - offline_since
         relay.up()
         wait_until(lambda: outbox_totals(state)[2] == 0, 120, "the outbox drained")

@@ -39,7 +39,8 @@ from cloud_hub.validation import validate
 from edge_agent.contract import MAX_PAYLOAD_BYTES, events_subscription, parse_event
 from tests.conftest import MQTT_HOST, MQTT_PORT, make_event, publish_messages
 
-EXAMPLES = 10_000
+EXAMPLES = 11_500  # about 90% reach the hub's subscription: at least 10,000 must
+AT_THE_HUB = 10_000
 SEED = int(os.environ.get("HOSTILE_SEED", "20261124"))
 ROOT = "{root}"  # placeholder: the hub's topic root is substituted at publish time
 # Fixed times keep payloads byte-for-byte reproducible: a valid event's are in the past,
@@ -437,7 +438,7 @@ def test_hostile_messages_are_all_refused_and_counted(
         verdict = validate(topic, payload, root)
         assert isinstance(verdict, Rejected), (topic, payload[:200])
         expected[verdict.reason] += 1
-    assert len(reaching) >= 0.8 * len(messages)
+    assert len(reaching) >= AT_THE_HUB, f"only {len(reaching)} reach the hub's subscription"
     assert len(messages) - len(reaching) >= 100, "off-filter topics must be exercised too"
 
     stored_before = db("SELECT count(*) FROM person_events")[0][0]
