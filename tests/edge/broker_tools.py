@@ -3,8 +3,6 @@ and a watcher of any topics (retained flags included)."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import uuid
 from collections.abc import Sequence
@@ -13,64 +11,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import MQTT_HOST, MQTT_PORT
-
-
-class CuttableRelay:
-    """A TCP forwarder to the real broker on a port of our own. ``down()`` closes every
-    connection and stops listening (the network is gone, nothing about MQTT is faked);
-    ``up()`` listens again on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._server: socket.socket | None = None
-        self.up()
-
-    def up(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        server.settimeout(0.2)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed by down()
-                return
-            upstream = socket.create_connection((MQTT_HOST, MQTT_PORT))
-            with self._lock:
-                self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    close = down
 
 
 class Watcher:

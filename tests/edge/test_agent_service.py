@@ -32,7 +32,6 @@ from edge_agent.contract import (
 from edge_agent.outbox import DB_NAME
 from tests.conftest import MQTT_HOST, MQTT_PORT, wait_until
 from tests.edge.broker_tools import (
-    CuttableRelay,
     Watcher,
     clear_retained,
     publish_retained,
@@ -40,6 +39,7 @@ from tests.edge.broker_tools import (
 )
 from tests.edge.test_runner import log_events
 from tests.paths import WALK_AND_PAUSE
+from tests.relay import Relay
 
 AGENT_COMMAND = (sys.executable, "-m", "edge_agent.cli", "--log-format", "json", "run")
 
@@ -128,7 +128,7 @@ def test_sigkill_mid_stream_loses_nothing_and_the_last_will_says_offline(
     free_port: Callable[[], int],
 ) -> None:
     port = free_port()
-    relay = CuttableRelay(port)
+    relay = Relay(port, MQTT_PORT)
     state = tmp_path / "state"
     config = agent_config(tmp_path / "agent.toml", topic_root, device, port, state)
     agent = start_agent(config, tmp_path / "run1.log")

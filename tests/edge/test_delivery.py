@@ -14,9 +14,9 @@ from edge_agent.config import MqttConfig
 from edge_agent.contract import PersonEvent, parse_event
 from edge_agent.outbox import DB_NAME, Outbox
 from edge_agent.publisher import MqttPublisher
-from tests.conftest import make_event, wait_until
-from tests.edge.broker_tools import CuttableRelay
+from tests.conftest import MQTT_PORT, make_event, wait_until
 from tests.mqtt_subscriber import Subscriber
+from tests.relay import Relay
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_an_outage_with_many_events_keeps_a_bounded_window_and_delivers_in_order
     time.sleep(0.3)
     assert publisher.in_flight() == 8 and publisher.max_inflight_seen == 8
     assert outbox.depth() == 400
-    relay = CuttableRelay(port)
+    relay = Relay(port, MQTT_PORT)
     try:
         wait_until(lambda: outbox.depth() == 0, 30, "every event acknowledged")
         ids = wait_until(
@@ -71,7 +71,7 @@ def test_a_connection_cut_mid_stream_loses_nothing_and_keeps_order(
     free_port: Callable[[], int], topic_root: str, subscriber: Subscriber, tmp_path: Path
 ) -> None:
     port = free_port()
-    relay = CuttableRelay(port)
+    relay = Relay(port, MQTT_PORT)
     config = MqttConfig(host="127.0.0.1", port=port, topic_root=topic_root)
     outbox = Outbox(tmp_path / DB_NAME)
     publisher = MqttPublisher(config, client_id=f"cut-{uuid.uuid4().hex[:6]}", outbox=outbox)

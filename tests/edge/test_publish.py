@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 import uuid
 from collections import Counter
@@ -21,6 +18,7 @@ from edge_agent.runner import run_agent
 from tests.conftest import MQTT_HOST, MQTT_PORT, make_event, wait_until
 from tests.mqtt_subscriber import Subscriber
 from tests.paths import WALK_AND_PAUSE
+from tests.relay import Relay
 
 
 @pytest.fixture
@@ -103,45 +101,6 @@ def test_publisher_acknowledged_messages_are_not_counted(
     assert parse_event(topic, payload, root=topic_root) == event
 
 
-class Relay:
-    """A TCP forwarder to the real broker on a port of our own: the broker "comes back"
-    when the relay starts listening, with nothing about MQTT faked."""
-
-    def __init__(self, port: int) -> None:
-        self._server = socket.create_server(("127.0.0.1", port))
-        self._server.settimeout(0.2)
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed
-                return
-            upstream = socket.create_connection((MQTT_HOST, MQTT_PORT))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-
-
 def test_events_published_while_the_broker_was_away_are_delivered_and_acknowledged(
     free_port: Callable[[], int], topic_root: str, subscriber: Subscriber
 ) -> None:
@@ -154,7 +113,7 @@ def test_events_published_while_the_broker_was_away_are_delivered_and_acknowledg
     assert not publisher.connected.is_set()
     event = make_event("dev-late", "cam-1")
     publisher.publish(event)
-    relay = Relay(port)
+    relay = Relay(port, MQTT_PORT)
     try:
         assert publisher.connected.wait(15), "no reconnect through the relay"
         (topic, payload, qos), *_ = wait_until(subscriber.received, 15, "the queued event")

@@ -21,7 +21,6 @@ from tests.conftest import free_port, wait_until
 from tests.faults.conftest import FaultRig
 from tests.faults.harness import (
     EventWatcher,
-    Relay,
     device_event_ids,
     outbox_ids,
     outbox_totals,
@@ -29,6 +28,7 @@ from tests.faults.harness import (
     write_agent_config,
 )
 from tests.paths import WALK_AND_PAUSE
+from tests.relay import Relay
 
 
 def _stop(agent: subprocess.Popen[bytes]) -> int:
