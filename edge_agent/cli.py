@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from cloud_hub.logging import configure_logging
-from edge_agent.config import AgentConfig, CameraConfig
+from edge_agent.config import AgentConfig, CameraConfig, EstimatorConfig
 from edge_agent.contract import PersonEvent
 from edge_agent.sources import SourceError
 
@@ -115,21 +116,29 @@ def _eval(args: argparse.Namespace) -> int:
     rows = evaluate.read_labels(folder, args.limit)
     # Labelled sets are close-up photos: the short-range detector's domain. Its
     # keypoints only seed the face mesh, which places the chip.
-    config = AgentConfig.model_validate(
-        {
-            "detector": {"model": args.detector, "score_threshold": 0.5},
-            "estimator": {"tta": not args.no_tta},
-        }
-    )
-    models = load_models(config)
+    # One column per model set (--models, repeatable; default: the configured default),
+    # all in this process so their speeds compare.
+    sets: list[str] = list(dict.fromkeys(args.models or [EstimatorConfig().models]))
     columns = {}
-    with tqdm(total=len(rows), desc="ours", unit="img", file=sys.stderr) as bar:
-        (ours, missed), seconds = evaluate.timed(
-            lambda: evaluate.predict_ours(models, folder, rows, bar.update)
+    missed = 0
+    for precision in sets:
+        config = AgentConfig.model_validate(
+            {
+                "detector": {"model": args.detector, "score_threshold": 0.5},
+                "estimator": {"tta": not args.no_tta, "models": precision},
+            }
         )
-    columns["ours"] = evaluate.score(rows, ours, seconds)
-    if args.predictions:
-        evaluate.write_predictions(args.predictions, ours)
+        models = load_models(config)
+        name = "ours" if len(sets) == 1 else precision
+        with tqdm(total=len(rows), desc=name, unit="img", file=sys.stderr) as bar:
+            run = functools.partial(evaluate.predict_ours, models, folder, rows, bar.update)
+            (ours, missed), seconds = evaluate.timed(run)
+        columns[name] = evaluate.score(rows, ours, seconds)
+        if args.predictions:
+            path: Path = args.predictions
+            if len(sets) > 1:
+                path = path.with_name(f"{path.stem}-{precision}{path.suffix}")
+            evaluate.write_predictions(path, ours)
     if args.baseline:
         with tqdm(total=len(rows), desc="baseline", unit="img", file=sys.stderr) as bar:
             base, seconds = evaluate.timed(
@@ -187,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N images")
     ev.add_argument("--no-tta", action="store_true", help="one chip per face, no variants")
     ev.add_argument("--detector", choices=["short_range", "full_range"], default="short_range")
+    ev.add_argument(
+        "--models",
+        action="append",
+        choices=["fp32", "int8"],
+        help="age/gender model set; repeat for one column each (default: the configured one)",
+    )
     ev.set_defaults(fn=_eval)
 
     demo = sub.add_parser("demo-clip", help="write the synthetic first-run clip")

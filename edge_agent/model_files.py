@@ -26,6 +26,7 @@ __all__ = [
     "DetectorSpec",
     "DetectorVariant",
     "ModelFiles",
+    "Precision",
     "locate_models",
 ]
 
@@ -43,6 +44,10 @@ _DETECTOR_KEYS: Final[Mapping[DetectorVariant, str]] = MappingProxyType(
     {"short_range": "face_detection_short_range", "full_range": "face_detection_full_range"}
 )
 _REQUIRED: Final = (*_DETECTOR_KEYS.values(), "face_landmark", "age", "gender")
+# The int8 age and gender models: verified when the manifest lists them (models/build.py).
+_OPTIONAL: Final = ("age_int8", "gender_int8")
+
+Precision = Literal["fp32", "int8"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,8 @@ class ModelFiles:
     face_landmark: Path  # MediaPipe face mesh (468 points); see manifest for its I/O
     age: Path
     gender: Path
+    age_int8: Path | None  # static int8 quantization of ``age``; None for an older manifest
+    gender_int8: Path | None
     detectors: Mapping[DetectorVariant, DetectorSpec]
     age_weights: tuple[float, ...]  # 81 class weights; age = sum(p * w)
     gender_labels: tuple[str, ...]  # ("female", "male"), index = output column
@@ -91,6 +98,20 @@ class ModelFiles:
     def detector(self, variant: DetectorVariant) -> DetectorSpec:
         """The detector the configuration names (``DetectorConfig.model``)."""
         return self.detectors[variant]
+
+    def attribute_models(self, precision: Precision) -> tuple[Path, Path, str, str]:
+        """``(gender path, age path, gender key, age key)`` for ``EstimatorConfig.models``.
+
+        The keys name the manifest entries (for ``versions``). Raises FileNotFoundError
+        when int8 is asked for and the manifest has no int8 models.
+        """
+        if precision == "fp32":
+            return self.gender, self.age, "gender", "age"
+        if self.gender_int8 is None or self.age_int8 is None:
+            raise FileNotFoundError(
+                f"{self.root} has no int8 age/gender models; rebuild with models/build.py"
+            )
+        return self.gender_int8, self.age_int8, "gender_int8", "age_int8"
 
 
 def locate_models(models_dir: Path | None = None) -> ModelFiles:
@@ -148,7 +169,8 @@ def _load(root: Path) -> ModelFiles:
     if missing:
         raise ValueError(f"{manifest_path} lacks models {missing}; {_BUILD_HINT}")
     try:
-        paths = {key: _verified(root, models[key]) for key in _REQUIRED}
+        listed = (*_REQUIRED, *(key for key in _OPTIONAL if key in models))
+        paths = {key: _verified(root, models[key]) for key in listed}
         return _assemble(root, manifest, paths)
     except (KeyError, TypeError, IndexError) as error:
         raise ValueError(f"{manifest_path} is malformed ({error!r}); {_BUILD_HINT}") from error
@@ -197,6 +219,9 @@ def _floats(values: Sequence[Any]) -> tuple[float, ...]:
 
 def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]) -> ModelFiles:
     models = manifest["models"]
+    for key in _OPTIONAL:
+        if key in models and models[key]["input"] != models[key.removesuffix("_int8")]["input"]:
+            raise ValueError(f"{key} and its fp32 model disagree on the input tensor")
     age, gender = models["age"], models["gender"]
     age_pre, gender_pre = age["preprocessing"], gender["preprocessing"]
     shared = (
@@ -220,6 +245,8 @@ def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]
         face_landmark=paths["face_landmark"],
         age=paths["age"],
         gender=paths["gender"],
+        age_int8=paths.get("age_int8"),
+        gender_int8=paths.get("gender_int8"),
         detectors=MappingProxyType(detectors),
         age_weights=_floats(age["postprocessing"]["class_weights"]),
         gender_labels=tuple(str(label) for label in gender["postprocessing"]["labels"]),

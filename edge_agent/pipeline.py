@@ -46,8 +46,9 @@ def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
         spec.path, det_cfg.model, det_cfg.score_threshold, num_threads=det_cfg.threads
     )
     landmarker = FaceMeshLandmarker(files.face_landmark, num_threads=det_cfg.threads)
+    gender_path, age_path, gender_key, age_key = files.attribute_models(config.estimator.models)
     attributes = AttributeModels(
-        files.gender, files.age, files.means, files.scale, files.input_name, det_cfg.threads
+        gender_path, age_path, files.means, files.scale, files.input_name, det_cfg.threads
     )
     estimator = DemographicsEstimator(
         landmarker,
@@ -57,11 +58,13 @@ def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
         tta=config.estimator.tta,
         times=times,
     )
-    used = (det_cfg.model, "face_landmark", "gender", "age")
-    versions = {
-        name: files.versions[f"face_detection_{name}" if name == det_cfg.model else name]
-        for name in used
+    keys = {
+        det_cfg.model: f"face_detection_{det_cfg.model}",
+        "face_landmark": "face_landmark",
+        "gender": gender_key,
+        "age": age_key,
     }
+    versions = {name: files.versions[key] for name, key in keys.items()}
     return Models(files, detector, estimator, versions)
 
 

