@@ -48,9 +48,12 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--detector", choices=["short_range", "full_range"], default="full_range")
     parser.add_argument("--max-faces", type=int, default=150, help="faces to estimate")
+    parser.add_argument("--models", choices=["fp32", "int8"], default="int8")
     args = parser.parse_args()
 
-    config = AgentConfig.model_validate({"detector": {"model": args.detector}})
+    config = AgentConfig.model_validate(
+        {"detector": {"model": args.detector}, "estimator": {"models": args.models}}
+    )
     frame_times = StageTimes()
     models = load_models(config)
     crops: list[FaceCrop] = []
@@ -96,7 +99,8 @@ def main() -> None:
     frames = len(frame_times.samples["detect"])
     print(
         f"{platform.machine()}, {frames} frames from {len(args.clips)} clips x {args.passes}, "
-        f"{len(crops)} of {found} faces (evenly sampled), detector {args.detector}"
+        f"{len(crops)} of {found} faces (evenly sampled), detector {args.detector}, "
+        f"{args.models} attribute models"
     )
     print(f"{'stage (ms)':<34}{'n':>7}{'median':>10}{'p95':>10}{'vs base':>9}")
     print(row("decode (per frame)", frame_times.samples["decode"]))
