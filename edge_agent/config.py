@@ -60,6 +60,23 @@ class CameraConfig(_Section):
     source: str
     fps: float | None = Field(default=None, gt=0, description="Process at most this rate.")
     loop: bool = False
+    line: tuple[tuple[float, float], tuple[float, float]] | None = Field(
+        default=None,
+        description="Counting line: two points [x, y] in frame fractions (0..1, y down), "
+        "directed from the first to the second (edge_agent/counting_line.py).",
+    )
+    in_side: Literal["left", "right"] = Field(
+        default="left", description="Side of the directed line that is 'in', facing along it."
+    )
+
+    @model_validator(mode="after")
+    def _line_in_frame(self) -> CameraConfig:
+        if self.line is not None:
+            if any(not 0.0 <= v <= 1.0 for point in self.line for v in point):
+                raise ValueError("line points are frame fractions between 0 and 1")
+            if self.line[0] == self.line[1]:
+                raise ValueError("line needs two distinct points")
+        return self
 
 
 class TrackerConfig(_Section):

@@ -16,6 +16,7 @@ from edge_agent.aggregate import age_estimate, combine, gender_estimate
 from edge_agent.attributes import AttributeModels
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent, uuid7
+from edge_agent.counting_line import camera_line
 from edge_agent.detector import BlazeFaceDetector
 from edge_agent.estimator import DemographicsEstimator
 from edge_agent.landmarks import FaceMeshLandmarker
@@ -83,7 +84,8 @@ class CameraPipeline:
         self.device_id = device_id
         self.camera_id = camera_id
         self.models = models
-        self.tracker = IouTracker(config.tracker, config.detector.min_face_px)
+        line = camera_line(config, camera_id)
+        self.tracker = IouTracker(config.tracker, config.detector.min_face_px, line)
         self.min_face_score = config.estimator.min_face_score
         self.rejected_tracks = 0  # tracks whose crops the face mesh did not take for faces
         self.times = times or StageTimes()
@@ -147,6 +149,7 @@ class CameraPipeline:
                 dwell_s=round(track.last_seen - track.first_seen, 3),
                 gender=gender,
                 age=age,
+                direction=track.direction,
                 crops=len(faces),
                 models=self.models.versions,
             )

@@ -3,7 +3,9 @@
 IoU matching (greedy, best overlap first) is enough at the frame rates and face sizes of
 audience cameras; a track becomes a person only after ``min_hits`` detections, which
 filters one-frame false positives, and ends when unseen for ``max_missed_s``. Each
-track keeps its few best face crops, so the expensive networks run once per person.
+track keeps its few best face crops, so the expensive networks run once per person, and
+its face centre's first and last positions (normalised by the frame size) plus, with a
+counting line, the few numbers that tell which way it crossed (``counting_line.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.config import TrackerConfig
+from edge_agent.contract import Direction
+from edge_agent.counting_line import CountingLine, LineCrossing, Point
 from edge_agent.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections, iou_matrix
 from edge_agent.estimator import FaceCrop
 
@@ -43,6 +47,22 @@ class Track:
     box: NDArray[np.float32]
     hits: int = 1
     crops: list[FaceCrop] = field(default_factory=list)
+    first_centre: Point | None = None  # face centre at first sight, frame fractions
+    last_centre: Point | None = None  # ... and at last sight
+    crossing: LineCrossing | None = None  # with a counting line: its side history
+
+    def move_to(self, centre: Point) -> None:
+        """Record the face centre (normalised) of this frame."""
+        if self.first_centre is None:
+            self.first_centre = centre
+        self.last_centre = centre
+        if self.crossing is not None:
+            self.crossing.observe(centre)
+
+    @property
+    def direction(self) -> Direction | None:
+        """Which way the track crossed the counting line; None without a net crossing."""
+        return None if self.crossing is None else self.crossing.direction()
 
     def offer(
         self,
@@ -64,9 +84,12 @@ class Track:
 class IouTracker:
     """Greedy IoU tracker; ``update`` once per processed frame."""
 
-    def __init__(self, config: TrackerConfig, min_face_px: int = 24) -> None:
+    def __init__(
+        self, config: TrackerConfig, min_face_px: int = 24, line: CountingLine | None = None
+    ) -> None:
         self.config = config
         self.min_face_px = min_face_px
+        self.line = line
         self.active: list[Track] = []
         self._next_id = 1
 
@@ -76,6 +99,8 @@ class IouTracker:
         boxes = np.stack([t.box for t in self.active]) if self.active else np.zeros((0, 4))
         overlaps = iou_matrix(boxes.astype(np.float32), detections.boxes)
         quality = face_quality(detections)
+        height, width = rgb.shape[:2]
+        centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2.0 / (width, height)
         matched_tracks: set[int] = set()
         matched_faces: set[int] = set()
         for flat in np.argsort(-overlaps, axis=None):
@@ -87,9 +112,13 @@ class IouTracker:
             matched_tracks.add(t_i)
             matched_faces.add(d_i)
             self._extend(self.active[t_i], detections, d_i, now, rgb, float(quality[d_i]))
+            self.active[t_i].move_to(_point(centres[d_i]))
         for d_i in range(len(detections)):
             if d_i not in matched_faces:
                 track = Track(self._next_id, now, now, detections.boxes[d_i])
+                if self.line is not None:
+                    track.crossing = self.line.follow()
+                track.move_to(_point(centres[d_i]))
                 self._next_id += 1
                 self._keep_crop(track, detections, d_i, rgb, float(quality[d_i]))
                 self.active.append(track)
@@ -121,3 +150,7 @@ class IouTracker:
     ) -> None:
         if detections.widths[i] >= self.min_face_px:
             track.offer(rgb, detections, i, quality, self.config.best_crops)
+
+
+def _point(xy: NDArray[np.float64]) -> Point:
+    return float(xy[0]), float(xy[1])
