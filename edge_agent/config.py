@@ -129,6 +129,13 @@ class HealthConfig(_Section):
     occupancy_interval_s: float = Field(default=10.0, ge=1.0, le=3600.0)
 
 
+class MetricsConfig(_Section):
+    """The local HTTP endpoint: ``/metrics`` for Prometheus, ``/healthz`` for supervisors."""
+
+    port: int = Field(default=9108, ge=0, le=65535, description="0 turns the endpoint off.")
+    bind: str = Field(default="127.0.0.1", description="Listen address; 0.0.0.0 for all.")
+
+
 class AgentConfig(_Section):
     """The whole agent."""
 
@@ -145,6 +152,7 @@ class AgentConfig(_Section):
     estimator: EstimatorConfig = EstimatorConfig()
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()
+    metrics: MetricsConfig = MetricsConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @classmethod

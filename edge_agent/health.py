@@ -14,7 +14,7 @@ import resource
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,8 +59,15 @@ class CameraMeter:
         self.camera_id = camera_id
         self.processed = 0
         self.dropped = 0
+        self.events = 0  # person events produced
         self.times = WindowTimes()
         self.pipeline: CameraPipeline | None = None
+        # Stage samples drained but not yet in a health message, and who else sees them
+        # (the Prometheus histograms); only reporter threads take this lock.
+        self.observer: Callable[[str, Mapping[str, list[float]]], None] | None = None
+        self._pending: defaultdict[str, list[float]] = defaultdict(list)
+        self._times_lock = threading.Lock()
+        self._rejected_before = 0  # by the pipelines of earlier (re)starts
         self._last_index = -1
 
     def frame(self, index: int) -> None:
@@ -73,6 +80,36 @@ class CameraMeter:
     def restart(self) -> None:
         """The source reopened: its frame indices start again."""
         self._last_index = -1
+
+    def attach(self, pipeline: CameraPipeline) -> None:
+        """A new pipeline for this camera (the source (re)started)."""
+        if self.pipeline is not None:
+            self._rejected_before += self.pipeline.rejected_tracks
+        self.pipeline = pipeline
+
+    def rejected(self) -> int:
+        """Tracks rejected as not a face, over every pipeline this camera ran."""
+        pipeline = self.pipeline
+        return self._rejected_before + (0 if pipeline is None else pipeline.rejected_tracks)
+
+    def collect_times(self) -> None:
+        """Drain the camera's stage samples: to the observer, and kept for health."""
+        with self._times_lock:
+            self._collect()
+
+    def _collect(self) -> None:
+        taken = self.times.drain()
+        if self.observer is not None:
+            self.observer(self.camera_id, taken)
+        for stage, values in taken.items():
+            self._pending[stage] += values
+
+    def take_times(self) -> dict[str, list[float]]:
+        """The stage samples since the last call (for one health message)."""
+        with self._times_lock:
+            self._collect()
+            taken, self._pending = self._pending, defaultdict(list)
+        return dict(taken)
 
     def in_view(self) -> int:
         """Confirmed people in view now (0 before the pipeline exists)."""
@@ -193,7 +230,7 @@ class Telemetry:
             device_id=self.device_id,
             at=datetime.now(UTC),
             cameras=cameras,
-            latency_ms=latency([m.times.drain() for m in self.meters]),
+            latency_ms=latency([m.take_times() for m in self.meters]),
             outbox_depth=self.outbox.depth(),
             outbox_dropped=self.outbox.dropped - self._dropped_at_start,
             cpu_percent=round(cpu_percent, 2),

@@ -22,7 +22,9 @@ from edge_agent.contract import (
 )
 from edge_agent.device_status import StatusBoard
 from edge_agent.health import CameraMeter, Telemetry
+from edge_agent.health_server import HealthServer
 from edge_agent.live_config import LiveSettings, describe_error
+from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox, default_state_dir
 from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.publisher import MqttPublisher
@@ -85,7 +87,7 @@ def run_camera(
     while not stop.is_set():
         pipeline = CameraPipeline(config.device_id, camera.id, config, models, meter.times)
         applied = take_settings(pipeline)
-        meter.pipeline = pipeline
+        meter.attach(pipeline)
         meter.restart()
         frames = 0
         try:
@@ -99,6 +101,7 @@ def run_camera(
                 for event in pipeline.process(frame):
                     publish(event)
                     sent += 1
+                    meter.events += 1
                 if stop.is_set():
                     break
         except SourceError as error:
@@ -111,6 +114,7 @@ def run_camera(
             for event in pipeline.finish():
                 publish(event)
                 sent += 1
+                meter.events += 1
         if stop.is_set():
             break
         if not is_stream and not camera.loop:
@@ -175,6 +179,11 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
         target=telemetry.run, args=(telemetry_stop,), name="telemetry", daemon=True
     )
     reporter.start()
+    server: HealthServer | None = None
+    if config.metrics.port:
+        metrics = AgentMetrics(meters, outbox, publisher, board)
+        server = HealthServer(metrics, config.metrics.bind, config.metrics.port)
+        server.start()
     totals: dict[str, int] = {}
 
     def worker(camera: CameraConfig, meter: CameraMeter) -> None:
@@ -198,6 +207,8 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
             thread.join(timeout=0.5)
     telemetry_stop.set()
     reporter.join(timeout=5)
+    if server is not None:
+        server.close()
     left = publisher.close()
     sent = sum(totals.values())
     log.info("agent_stopped", events=sent, unacknowledged=left)
