@@ -19,17 +19,17 @@ WITH new AS (
     INSERT INTO person_events (
         event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
         gender, gender_confidence, age, age_low, age_high, age_confidence,
-        direction, crops, models)
+        direction, crops, models, return_of)
     SELECT e.event_id, e.device_id, e.camera_id, e.track_id, e.first_seen, e.last_seen,
            e.dwell_s, e.gender, e.gender_confidence, e.age, e.age_low, e.age_high,
-           e.age_confidence, e.direction, e.crops, e.models::jsonb
+           e.age_confidence, e.direction, e.crops, e.models::jsonb, e.return_of
     FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
         $7::real[], $8::text[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[],
-        $14::text[], $15::integer[], $16::text[]
+        $14::text[], $15::integer[], $16::text[], $17::uuid[]
     ) AS e(event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
            gender, gender_confidence, age, age_low, age_high, age_confidence,
-           direction, crops, models)
+           direction, crops, models, return_of)
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id, device_id, last_seen
 ), seen AS (
@@ -87,6 +87,7 @@ def _columns(events: list[PersonEvent]) -> list[list[object]]:
         [e.direction.value if e.direction else None for e in events],
         [e.crops for e in events],
         [json.dumps(e.models) for e in events],
+        [e.return_of for e in events],
     ]
 
 

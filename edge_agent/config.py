@@ -68,9 +68,24 @@ class CameraConfig(_Section):
     in_side: Literal["left", "right"] = Field(
         default="left", description="Side of the directed line that is 'in', facing along it."
     )
+    roi: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="Region of interest [x1, y1, x2, y2] in frame fractions: only faces in "
+        "it are detected (the detector sees the region at its full resolution, so small "
+        "faces in it are found more often, and it costs no more).",
+    )
+    realtime: bool = Field(
+        default=False,
+        description="Pace a file source by its media clock, like a camera (frames the agent "
+        "cannot keep up with are then dropped); live sources always are.",
+    )
 
     @model_validator(mode="after")
     def _line_in_frame(self) -> CameraConfig:
+        if self.roi is not None:
+            x1, y1, x2, y2 = self.roi
+            if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+                raise ValueError("roi is [x1, y1, x2, y2] in frame fractions, x1 < x2, y1 < y2")
         if self.line is not None:
             if any(not 0.0 <= v <= 1.0 for point in self.line for v in point):
                 raise ValueError("line points are frame fractions between 0 and 1")
@@ -136,6 +151,52 @@ class MetricsConfig(_Section):
     bind: str = Field(default="127.0.0.1", description="Listen address; 0.0.0.0 for all.")
 
 
+class SchedulerConfig(_Section):
+    """How camera frames share the cores (edge_agent/scheduler.py)."""
+
+    detect_workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Threads running the face detector, shared by every camera; each holds "
+        "its own interpreter. One per free core at most.",
+    )
+    estimate_batch: int = Field(
+        default=32, ge=1, le=512, description="Most face crops, across cameras, per batch."
+    )
+    pending_tracks: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Ended tracks waiting for estimation; when full, detection waits and "
+        "cameras drop frames instead of memory growing.",
+    )
+
+
+class ReturnsConfig(_Section):
+    """Recognising a person who leaves the view and comes back (on-device embeddings)."""
+
+    enabled: bool = Field(default=True, description="Compute one face embedding per person.")
+    window_s: float = Field(
+        default=600.0,
+        ge=0.0,
+        le=7 * 24 * 3600.0,
+        description="A person seen again within this many seconds of leaving is a return.",
+    )
+    threshold: float = Field(
+        default=0.93,
+        gt=0,
+        lt=1,
+        description="Cosine similarity of two people's embeddings above which they are one.",
+    )
+    across_cameras: bool = Field(
+        default=False, description="Also match a person seen on another camera of this device."
+    )
+    max_people: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Remembered departures, oldest forgotten."
+    )
+
+
 class AgentConfig(_Section):
     """The whole agent."""
 
@@ -153,6 +214,8 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()
     metrics: MetricsConfig = MetricsConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    returns: ReturnsConfig = ReturnsConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @classmethod

@@ -109,6 +109,12 @@ class PersonEvent(_Strict):
     age: AgeEstimate | None = None
     direction: Direction | None = None
     crops: int = Field(ge=0, le=10_000, description="Face crops the estimate combines.")
+    return_of: uuid.UUID | None = Field(
+        default=None,
+        description="Set when the device recognised this person as coming back within its "
+        "return window: the event_id of their previous visit. Unique visitors are the events "
+        "without it. Recognition uses a face embedding that never leaves the device.",
+    )
     models: dict[
         Annotated[str, StringConstraints(pattern=_PRINTABLE, max_length=32)],
         Annotated[str, StringConstraints(pattern=_PRINTABLE, max_length=64)],

@@ -49,6 +49,15 @@ class Detections:
     def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Detections:
         return Detections(self.boxes[index], self.scores[index], self.keypoints[index])
 
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """The same faces in a larger image whose origin is ``(-dx, -dy)`` from this one's
+        (from a region of interest back to the whole frame)."""
+        if not dx and not dy:
+            return self
+        offset = np.array([dx, dy], np.float32)
+        boxes = (self.boxes.reshape(-1, 2, 2) + offset).reshape(-1, 4)
+        return Detections(boxes, self.scores, self.keypoints + offset)
+
     @property
     def widths(self) -> NDArray[np.float32]:
         """Box widths in pixels."""

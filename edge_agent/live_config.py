@@ -76,10 +76,10 @@ class LiveSettings:
 
     def apply_to(self, pipeline: CameraPipeline) -> int:
         """Copy the live settings into one camera's pipeline (call between frames, in
-        the camera's own thread); returns the version applied."""
+        the thread detecting for that camera); returns the version applied."""
         with self._lock:
             cfg, version = self._effective, self.version
-        pipeline.models.detector.score_threshold = cfg.detector.score_threshold
+        pipeline.score_threshold = cfg.detector.score_threshold
         pipeline.tracker.config = cfg.tracker
         pipeline.tracker.min_face_px = cfg.detector.min_face_px
         pipeline.models.estimator.tta = cfg.estimator.tta

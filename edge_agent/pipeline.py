@@ -1,26 +1,31 @@
 """One camera's chain: frame -> detect -> track -> (track ended) -> estimate -> event.
 
 Detection runs on every processed frame; landmarks, chips and the networks run only when
-a track ends, on that track's best crops, batched across all tracks ending together.
+a track ends, on that track's best crops, batched across all tracks (of every camera, in
+the agent: edge_agent/scheduler.py) ending together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from edge_agent.aggregate import age_estimate, combine, gender_estimate
 from edge_agent.attributes import AttributeModels
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent, uuid7
 from edge_agent.counting_line import camera_line
+from edge_agent.detections import Detections
 from edge_agent.detector import BlazeFaceDetector
-from edge_agent.estimator import DemographicsEstimator
+from edge_agent.estimator import DemographicsEstimator, FaceCrop, FaceEstimate
 from edge_agent.landmarks import FaceMeshLandmarker
 from edge_agent.model_files import ModelFiles, locate_models
+from edge_agent.returns import Embedder, ReturnMatcher
 from edge_agent.sources import Frame
 from edge_agent.timing import StageTimes
 from edge_agent.tracker import IouTracker, Track
@@ -30,22 +35,31 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Models:
-    """The loaded networks one camera thread uses (LiteRT interpreters are per thread)."""
+    """The loaded networks. ``detector`` is for the thread that loaded them (LiteRT
+    interpreters are not shared between threads); the scheduler's detection workers make
+    their own with :func:`make_detector`."""
 
     files: ModelFiles
     detector: BlazeFaceDetector
     estimator: DemographicsEstimator
     versions: dict[str, str]  # what each event reports it was estimated with
+    embedder: Embedder | None = None  # one face embedding per person, for returns
+
+
+def make_detector(config: AgentConfig, files: ModelFiles) -> BlazeFaceDetector:
+    """A face detector with its own interpreter (one per thread that detects)."""
+    det_cfg = config.detector
+    spec = files.detector(det_cfg.model)
+    return BlazeFaceDetector(
+        spec.path, det_cfg.model, det_cfg.score_threshold, num_threads=det_cfg.threads
+    )
 
 
 def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
     """Locate, verify and load every network the agent runs."""
     files = locate_models(config.models_dir)
     det_cfg = config.detector
-    spec = files.detector(det_cfg.model)
-    detector = BlazeFaceDetector(
-        spec.path, det_cfg.model, det_cfg.score_threshold, num_threads=det_cfg.threads
-    )
+    detector = make_detector(config, files)
     landmarker = FaceMeshLandmarker(files.face_landmark, num_threads=det_cfg.threads)
     gender_path, age_path, gender_key, age_key = files.attribute_models(config.estimator.models)
     attributes = AttributeModels(
@@ -69,8 +83,28 @@ def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
     return Models(files, detector, estimator, versions)
 
 
+@dataclass(frozen=True, slots=True)
+class EndedTracks:
+    """People who just left one camera's view, waiting for estimation; ``origin`` is the
+    UTC time of the camera's stream clock zero, which turns track times into timestamps."""
+
+    pipeline: CameraPipeline
+    tracks: list[Track]
+    origin: datetime
+
+    @property
+    def crops(self) -> int:
+        """Face crops these tracks carry (the estimation cost)."""
+        return sum(len(track.crops) for track in self.tracks)
+
+
 class CameraPipeline:
-    """Turns one camera's frames into person events."""
+    """One camera's detection and tracking state, and how its tracks become events.
+
+    ``process`` does everything inline (``edge-agent analyze``, one camera); the agent's
+    scheduler instead calls ``track`` on a detection worker and hands the result to
+    :func:`estimate_events` on the estimation worker, batched with other cameras.
+    """
 
     def __init__(
         self,
@@ -80,27 +114,49 @@ class CameraPipeline:
         models: Models,
         times: StageTimes | None = None,
         on_event: Callable[[PersonEvent], None] | None = None,
+        returns: ReturnMatcher | None = None,
     ) -> None:
         self.device_id = device_id
         self.camera_id = camera_id
         self.models = models
         line = camera_line(config, camera_id)
         self.tracker = IouTracker(config.tracker, config.detector.min_face_px, line)
+        self.roi = next((c.roi for c in config.cameras if c.id == camera_id), None)
+        self.score_threshold = config.detector.score_threshold
         self.min_face_score = config.estimator.min_face_score
         self.rejected_tracks = 0  # tracks whose crops the face mesh did not take for faces
         self.times = times or StageTimes()
         self.on_event = on_event
-        self._first_wall: Frame | None = None
+        self.returns = returns
+        self._origin: datetime | None = None
+
+    def track(self, frame: Frame, detector: BlazeFaceDetector | None = None) -> EndedTracks:
+        """Detect and track one frame (with ``detector``, else this pipeline's own);
+        returns the people who just left."""
+        if self._origin is None:
+            self._origin = frame.wall - timedelta(seconds=frame.t)
+        detector = detector or self.models.detector
+        detector.score_threshold = self.score_threshold
+        with self.times.stage("detect"):
+            detections = _detect(detector, frame.rgb, self.roi)
+        with self.times.stage("track"):
+            ended = self.tracker.update(detections, frame.t, frame.rgb)
+        return EndedTracks(self, ended, self._origin)
+
+    def end_stream(self) -> EndedTracks:
+        """The stream stopped: everyone still in view has left. The next frame may come
+        from a reopened source whose clock starts again."""
+        origin = self._origin or datetime.now(UTC)
+        self._origin = None
+        return EndedTracks(self, self.tracker.finish(), origin)
 
     def process(self, frame: Frame) -> list[PersonEvent]:
         """Detect and track one frame; return events for people who just left."""
-        if self._first_wall is None:
-            self._first_wall = frame
-        with self.times.stage("detect"):
-            detections = self.models.detector.detect(frame.rgb)
-        with self.times.stage("track"):
-            ended = self.tracker.update(detections, frame.t, frame.rgb)
-        return self._events(ended)
+        return estimate_events([self.track(frame)], self.models)
+
+    def finish(self) -> list[PersonEvent]:
+        """The stream ended: every person still in view becomes an event."""
+        return estimate_events([self.end_stream()], self.models)
 
     def in_view(self) -> int:
         """Confirmed people the tracker follows now (occupancy); safe from another
@@ -108,21 +164,17 @@ class CameraPipeline:
         min_hits = self.tracker.config.min_hits
         return sum(1 for track in self.tracker.active if track.hits >= min_hits)
 
-    def finish(self) -> list[PersonEvent]:
-        """The stream ended: every person still in view becomes an event."""
-        return self._events(self.tracker.finish())
-
-    def _events(self, tracks: Sequence[Track]) -> list[PersonEvent]:
-        if not tracks or self._first_wall is None:
-            return []
-        crops = [crop for track in tracks for crop in track.crops]
-        estimates = iter(self.models.estimator.estimate(crops))
+    def build_events(
+        self, ended: EndedTracks, estimates: Sequence[FaceEstimate]
+    ) -> list[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None]]:
+        """One event per track that shows a face; each with its best crop, for the
+        embedding. ``estimates`` are the tracks' crops' estimates, in order."""
         files = self.models.files
-        origin = self._first_wall.wall - timedelta(seconds=self._first_wall.t)
-        events: list[PersonEvent] = []
-        for track in tracks:
-            pairs = [(next(estimates), crop.quality) for crop in track.crops]
-            faces = [(e, q) for e, q in pairs if e.face_score >= self.min_face_score]
+        given = iter(estimates)
+        built: list[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None]] = []
+        for track in ended.tracks:
+            pairs = [(next(given), crop) for crop in track.crops]
+            faces = [(e, c) for e, c in pairs if e.face_score >= self.min_face_score]
             if pairs and not faces:
                 # The detector followed something that is not a face (the back of a
                 # head, a poster pattern): not a person to count.
@@ -136,7 +188,7 @@ class CameraPipeline:
                 continue
             gender = age = None
             if faces:
-                gender_p, age_p = combine([e for e, _ in faces], [q for _, q in faces])
+                gender_p, age_p = combine([e for e, _ in faces], [c.quality for _, c in faces])
                 gender = gender_estimate(gender_p, files.gender_labels)
                 age = age_estimate(age_p, files.age_weights)
             event = PersonEvent(
@@ -144,8 +196,8 @@ class CameraPipeline:
                 device_id=self.device_id,
                 camera_id=self.camera_id,
                 track_id=track.track_id,
-                first_seen=origin + timedelta(seconds=track.first_seen),
-                last_seen=origin + timedelta(seconds=track.last_seen),
+                first_seen=ended.origin + timedelta(seconds=track.first_seen),
+                last_seen=ended.origin + timedelta(seconds=track.last_seen),
                 dwell_s=round(track.last_seen - track.first_seen, 3),
                 gender=gender,
                 age=age,
@@ -153,7 +205,78 @@ class CameraPipeline:
                 crops=len(faces),
                 models=self.models.versions,
             )
-            events.append(event)
-            if self.on_event is not None:
-                self.on_event(event)
+            best = max(faces, key=lambda pair: pair[1].quality * pair[0].face_score, default=None)
+            built.append((event, best[1] if best else None, best[0] if best else None))
+        return built
+
+
+def _detect(
+    detector: BlazeFaceDetector,
+    rgb: NDArray[np.uint8],
+    roi: tuple[float, float, float, float] | None,
+) -> Detections:
+    """Faces in the frame, or only in its region of interest (which the detector then
+    sees at full resolution), in frame pixel coordinates either way."""
+    if roi is None:
+        return detector.detect(rgb)
+    height, width = rgb.shape[:2]
+    x1, y1 = int(roi[0] * width), int(roi[1] * height)
+    x2, y2 = max(x1 + 1, int(roi[2] * width)), max(y1 + 1, int(roi[3] * height))
+    return detector.detect(np.ascontiguousarray(rgb[y1:y2, x1:x2])).shifted(x1, y1)
+
+
+def estimate_events(
+    batch: Sequence[EndedTracks], models: Models, times: StageTimes | None = None
+) -> list[PersonEvent]:
+    """Estimate every crop of every camera's ended tracks in one batch, then build the
+    events; people who come back within the return window are marked as returns."""
+    batch = [ended for ended in batch if ended.tracks]
+    if not batch:
+        return []
+    crops = [crop for ended in batch for track in ended.tracks for crop in track.crops]
+    estimates = models.estimator.estimate(crops)
+    built: list[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None, CameraPipeline]] = []
+    start = 0
+    for ended in batch:
+        count = ended.crops
+        for event, crop, estimate in ended.pipeline.build_events(
+            ended, estimates[start : start + count]
+        ):
+            built.append((event, crop, estimate, ended.pipeline))
+        start += count
+    events = _mark_returns(built, models, times)
+    for event, (_, _, _, pipeline) in zip(events, built, strict=True):
+        if pipeline.on_event is not None:
+            pipeline.on_event(event)
+    return events
+
+
+def _mark_returns(
+    built: Sequence[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None, CameraPipeline]],
+    models: Models,
+    times: StageTimes | None,
+) -> list[PersonEvent]:
+    """One embedding per person (their best crop), matched against recent departures."""
+    events = [event for event, *_ in built]
+    wanted = [
+        i
+        for i, (_, crop, estimate, pipeline) in enumerate(built)
+        if crop is not None and estimate is not None and pipeline.returns is not None
+    ]
+    if models.embedder is None or not wanted:
         return events
+    with (times or StageTimes()).stage("embed"):
+        embeddings = models.embedder.embed(
+            [built[i][1].image for i in wanted],  # type: ignore[union-attr]
+            [built[i][2].points for i in wanted],  # type: ignore[union-attr]
+        )
+    for i, embedding in zip(wanted, embeddings, strict=True):
+        event, pipeline = events[i], built[i][3]
+        returns = pipeline.returns
+        assert returns is not None
+        previous = returns.match(embedding, event.camera_id, event.first_seen)
+        if previous is not None:
+            event = event.model_copy(update={"return_of": previous.event_id})
+            events[i] = event
+        returns.remember(embedding, event.camera_id, event.last_seen, event.event_id, previous)
+    return events

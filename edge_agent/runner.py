@@ -1,14 +1,15 @@
-"""``edge-agent run``: every configured camera in its own thread, one MQTT connection.
+"""``edge-agent run``: every configured camera through one scheduler, one MQTT connection.
 
-A camera thread owns its models (LiteRT interpreters are not shared between threads)
-and its pipeline; a source that fails is reopened with backoff and never stalls the
-others. File sources end; with ``loop = true`` they restart, like a camera would.
+Each camera has a reader thread that owns its source: a source that fails is reopened
+with backoff and never stalls the others. Frames go to the shared detection and
+estimation workers (edge_agent/scheduler.py), which load the models once for all
+cameras. File sources end; with ``loop = true`` they restart, like a camera would.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -28,6 +29,8 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox, default_state_dir
 from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.publisher import MqttPublisher
+from edge_agent.returns import ReturnMatcher
+from edge_agent.scheduler import Lane, Scheduler
 from edge_agent.sources import SourceError, is_live, read_frames
 
 log = structlog.get_logger(__name__)
@@ -38,70 +41,44 @@ StateFn = Callable[[CameraState], None]
 MAX_BACKOFF_S = 30.0
 
 
-def run_camera(
-    config: AgentConfig,
+def read_camera(
     camera: CameraConfig,
-    publish: PublishFn,
+    scheduler: Scheduler,
+    lane: Lane,
     stop: threading.Event,
-    *,
-    live: LiveSettings | None = None,
-    meter: CameraMeter | None = None,
     board: StatusBoard | None = None,
-) -> int:
-    """Process one camera until its file ends or ``stop`` is set; returns events sent.
+) -> None:
+    """Feed one camera's frames to the scheduler until its file ends or ``stop`` is set.
 
     A live source that fails to open or drops is reopened after a backoff that doubles
-    up to ``MAX_BACKOFF_S`` and resets once frames flow again. A file that cannot be
-    read is reported once and that camera stops (retrying would not heal it). Settings
-    pushed on the config topic are copied into the pipeline between frames.
+    up to ``MAX_BACKOFF_S`` and resets once frames flow again. A file that cannot be read
+    is reported once and that camera stops (retrying would not heal it). Live and paced
+    sources never wait for the detectors: a frame they are not ready for is dropped.
     """
-    live = live or LiveSettings(config)
-    meter = meter or CameraMeter(camera.id)
 
     def state(value: CameraState) -> None:
         if board is not None:
             board.set_camera(camera.id, value)
 
-    models = load_models(config, meter.times)
-    if board is not None:
-        board.set_models(models.versions)
     is_stream = is_live(camera.source)
-    sent = 0
+    paced = is_stream or camera.realtime
     backoff = 1.0
-    announced = 0  # the settings version this camera last logged taking
-
-    def take_settings(pipeline: CameraPipeline) -> int:
-        nonlocal announced
-        version = live.apply_to(pipeline)
-        if version != announced:
-            announced = version
-            log.info(
-                "camera_settings_applied",
-                camera=camera.id,
-                config_version=live.applied,
-                min_hits=pipeline.tracker.config.min_hits,
-                score_threshold=pipeline.models.detector.score_threshold,
-            )
-        return version
-
     while not stop.is_set():
-        pipeline = CameraPipeline(config.device_id, camera.id, config, models, meter.times)
-        applied = take_settings(pipeline)
-        meter.attach(pipeline)
-        meter.restart()
+        lane.meter.restart()
         frames = 0
         try:
-            for frame in read_frames(camera.id, camera.source, camera.fps, meter.times):
+            for frame in read_frames(
+                camera.id,
+                camera.source,
+                camera.fps,
+                lane.meter.times,
+                realtime=camera.realtime,
+                skip=(lambda: scheduler.slot_full(lane)) if paced else None,
+            ):
                 if not frames:
                     state(CameraState.LIVE)
                 frames += 1
-                meter.frame(frame.index)
-                if live.version != applied:
-                    applied = take_settings(pipeline)
-                for event in pipeline.process(frame):
-                    publish(event)
-                    sent += 1
-                    meter.events += 1
+                scheduler.submit(lane, frame, wait=not paced)
                 if stop.is_set():
                     break
         except SourceError as error:
@@ -111,10 +88,7 @@ def run_camera(
                 break
         finally:
             # People still in view when the stream stops are counted, not dropped.
-            for event in pipeline.finish():
-                publish(event)
-                sent += 1
-                meter.events += 1
+            scheduler.end_stream(lane)
         if stop.is_set():
             break
         if not is_stream and not camera.loop:
@@ -128,8 +102,54 @@ def run_camera(
             stop.wait(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2)
             state(CameraState.CONNECTING)
-    log.info("camera_stopped", camera=camera.id, events=sent)
-    return sent
+    log.info("camera_stopped", camera=camera.id, events=lane.meter.events)
+
+
+def run_cameras(
+    config: AgentConfig,
+    publish: PublishFn,
+    stop: threading.Event,
+    *,
+    live: LiveSettings | None = None,
+    meters: Sequence[CameraMeter] | None = None,
+    board: StatusBoard | None = None,
+) -> int:
+    """Run every configured camera through one scheduler until all finite sources have
+    ended or ``stop`` is set; returns the events published."""
+    live = live or LiveSettings(config)
+    meters = meters or [CameraMeter(c.id) for c in config.cameras]
+    models = load_models(config)
+    if board is not None:
+        board.set_models(models.versions)
+    returns = ReturnMatcher(config.returns) if config.returns.enabled else None
+    scheduler = Scheduler(config, models, publish, live)
+    for camera, meter in zip(config.cameras, meters, strict=True):
+        pipeline = CameraPipeline(
+            config.device_id, camera.id, config, models, meter.times, returns=returns
+        )
+        scheduler.add_camera(pipeline, meter)
+    scheduler.start()
+
+    def reader(camera: CameraConfig) -> None:
+        lane = scheduler.lanes[camera.id]
+        try:
+            read_camera(camera, scheduler, lane, stop, board)
+        except Exception:
+            log.exception("camera_crashed", camera=camera.id)
+            if board is not None:
+                board.set_camera(camera.id, CameraState.DOWN)
+
+    threads = [
+        threading.Thread(target=reader, args=(c,), name=f"camera-{c.id}", daemon=True)
+        for c in config.cameras
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    scheduler.close()
+    return sum(meter.events for meter in meters)
 
 
 def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
@@ -184,32 +204,11 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
         metrics = AgentMetrics(meters, outbox, publisher, board)
         server = HealthServer(metrics, config.metrics.bind, config.metrics.port)
         server.start()
-    totals: dict[str, int] = {}
-
-    def worker(camera: CameraConfig, meter: CameraMeter) -> None:
-        try:
-            totals[camera.id] = run_camera(
-                config, camera, publisher.publish, stop, live=live, meter=meter, board=board
-            )
-        except Exception:
-            log.exception("camera_crashed", camera=camera.id)
-            board.set_camera(camera.id, CameraState.DOWN)
-            totals[camera.id] = 0
-
-    threads = [
-        threading.Thread(target=worker, args=(c, m), name=f"camera-{c.id}", daemon=True)
-        for c, m in zip(config.cameras, meters, strict=True)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(timeout=0.5)
+    sent = run_cameras(config, publisher.publish, stop, live=live, meters=meters, board=board)
     telemetry_stop.set()
     reporter.join(timeout=5)
     if server is not None:
         server.close()
     left = publisher.close()
-    sent = sum(totals.values())
     log.info("agent_stopped", events=sent, unacknowledged=left)
     return sent

@@ -8,7 +8,7 @@ never future, times); for live sources they are the wall clock at capture.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,15 +35,28 @@ class Frame:
     rgb: NDArray[np.uint8]
 
 
+def is_gstreamer(source: str) -> bool:
+    """A GStreamer pipeline string (``... ! appsink``), opened with OpenCV's GStreamer backend."""
+    return " ! " in source
+
+
 def is_live(source: str) -> bool:
     """A camera or stream (reconnect when it drops) rather than a file (ends)."""
-    return source.isdigit() or "://" in source
+    return source.isdigit() or "://" in source or is_gstreamer(source)
 
 
 def open_capture(source: str) -> cv2.VideoCapture:
     """Open ``source`` (a path, a URL or a USB index such as ``0``) or raise SourceError."""
     if not is_live(source) and not Path(source).is_file():
         raise SourceError(f"video file {source!r} does not exist")
+    if is_gstreamer(source):
+        capture = cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
+        if not capture.isOpened():
+            raise SourceError(
+                f"OpenCV cannot open the GStreamer pipeline {source!r} (is OpenCV built with "
+                "GStreamer? opencv-python-headless wheels are not; use the system OpenCV)"
+            )
+        return capture
     capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not capture.isOpened():
         raise SourceError(
@@ -69,37 +82,53 @@ def read_frames(
     source: str,
     max_fps: float | None = None,
     times: StageTimes | None = None,
+    realtime: bool = False,
+    skip: Callable[[], bool] | None = None,
 ) -> Iterator[Frame]:
     """Yield frames until the source ends; frames above ``max_fps`` are skipped unread.
 
-    Skipped frames are only grabbed, not decoded, which is most of the saving.
+    Skipped frames are only grabbed, not converted. ``Frame.index`` counts the frames
+    yielded, so a consumer that sees a gap knows it dropped frames. A file is read as fast
+    as the consumer takes it, unless ``realtime``: then it is paced by its media clock, as
+    a camera would deliver it (benchmarks, and looped files standing in for cameras).
+    When ``skip`` says the consumer still has the previous frame, this one is grabbed but
+    not converted and counts as dropped (its index is used up).
     """
     capture = open_capture(source)
     live = is_live(source)
     native_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     native_fps = native_fps if 0.0 < native_fps < 1000.0 else 25.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
-    anchor = datetime.now(UTC) - timedelta(seconds=max(count, 0) / native_fps)
+    anchor = datetime.now(UTC) - timedelta(seconds=0 if realtime else max(count, 0) / native_fps)
     started = time.monotonic()
     min_gap = 1.0 / max_fps if max_fps else 0.0
     next_t = 0.0
-    index = -1
+    index = -1  # frames yielded
+    grabbed = -1
     times = times or StageTimes()
     try:
         while True:
             start = time.perf_counter()
             if not capture.grab():
                 break
-            index += 1
-            t = time.monotonic() - started if live else index / native_fps
+            grabbed += 1
+            t = time.monotonic() - started if live else grabbed / native_fps
             if t + 1e-9 < next_t:
+                continue
+            if realtime and not live:
+                ahead = t - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+                    start += ahead  # waiting for the media clock is not decoding
+            next_t = t + min_gap
+            index += 1
+            if skip is not None and skip():
                 continue
             ok, bgr = capture.retrieve()
             if not ok:
                 break
             rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
             times.add("decode", (time.perf_counter() - start) * 1000.0)
-            next_t = t + min_gap
             wall = datetime.now(UTC) if live else anchor + timedelta(seconds=t)
             yield Frame(camera_id, index, t, wall, rgb)
     finally:
