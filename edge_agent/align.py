@@ -76,10 +76,15 @@ def face_chip(
     landmarks: NDArray[np.floating],
     size: int,
     jitter: tuple[float, float, float] = (1.0, 0.0, 0.0),
+    padding: float = CHIP_PADDING,
 ) -> NDArray[np.uint8]:
-    """One aligned ``[size, size, 3]`` chip from five dlib-order landmarks."""
+    """One aligned ``[size, size, 3]`` chip from five dlib-order landmarks.
+
+    ``padding`` is dlib's: 0.2 for the attribute networks, 0.25 for the face-recognition
+    network (``dlib.get_face_chip``'s default).
+    """
     scale, dx, dy = jitter
-    points = template(size)
+    points = template(size, padding)
     centre = points.mean(axis=0)
     points = (points - centre) * scale + centre + np.array([dx, dy]) * size
     big = size * SUPERSAMPLE
