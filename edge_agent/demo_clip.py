@@ -8,6 +8,7 @@ which exercises detection, tracking, the track's end and one published event.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -57,6 +58,36 @@ def make_demo_clip(path: Path) -> Path:
             x1, x2 = max(0, left), min(WIDTH, left + pw)
             if x2 > x1:
                 frame[top:, x1:x2] = portrait[:, x1 - left : x2 - left]
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    return path
+
+
+def portrait() -> NDArray[np.uint8]:
+    """The public-domain astronaut portrait as RGB head and shoulders, 196x224."""
+    return _portrait()
+
+
+def make_visit_clip(
+    path: Path, visits: Sequence[tuple[NDArray[np.uint8], float, float]], seconds: float
+) -> Path:
+    """A still scene that people step into and out of: each visit is an RGB picture of a
+    person, the second it appears and the second it leaves (centred, standing on the
+    bottom edge). Looped, the clip is people who leave and come back (return tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path}")
+    background = _background()
+    try:
+        for i in range(int(seconds * FPS)):
+            frame = background.copy()
+            for picture, start, end in visits:
+                if start <= i / FPS < end:
+                    ph, pw = picture.shape[:2]
+                    left = WIDTH // 2 - pw // 2
+                    frame[HEIGHT - ph :, left : left + pw] = picture
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()

@@ -73,7 +73,7 @@ class CameraMeter:
     def frame(self, index: int) -> None:
         """Count one processed frame; a gap in source indices counts as dropped."""
         self.processed += 1
-        if index > self._last_index + 1 and self._last_index >= 0:
+        if index > self._last_index + 1:  # indices count the frames the source yielded
             self.dropped += index - self._last_index - 1
         self._last_index = index
 

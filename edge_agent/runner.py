@@ -113,9 +113,9 @@ def run_cameras(
     live: LiveSettings | None = None,
     meters: Sequence[CameraMeter] | None = None,
     board: StatusBoard | None = None,
-) -> int:
+) -> Scheduler:
     """Run every configured camera through one scheduler until all finite sources have
-    ended or ``stop`` is set; returns the events published."""
+    ended or ``stop`` is set; returns the (stopped) scheduler and its figures."""
     live = live or LiveSettings(config)
     meters = meters or [CameraMeter(c.id) for c in config.cameras]
     models = load_models(config)
@@ -149,7 +149,7 @@ def run_cameras(
         while thread.is_alive():
             thread.join(timeout=0.5)
     scheduler.close()
-    return sum(meter.events for meter in meters)
+    return scheduler
 
 
 def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
@@ -204,7 +204,8 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
         metrics = AgentMetrics(meters, outbox, publisher, board)
         server = HealthServer(metrics, config.metrics.bind, config.metrics.port)
         server.start()
-    sent = run_cameras(config, publisher.publish, stop, live=live, meters=meters, board=board)
+    run_cameras(config, publisher.publish, stop, live=live, meters=meters, board=board)
+    sent = sum(meter.events for meter in meters)
     telemetry_stop.set()
     reporter.join(timeout=5)
     if server is not None:

@@ -77,6 +77,8 @@ class Scheduler:
         self.live = live
         self.lanes: dict[str, Lane] = {}
         self.estimate_failures = 0  # batches whose estimation raised (logged)
+        self.estimate_times = StageTimes()  # every batch's per-person stages, device-wide
+        self.estimated_crops = 0
         self._ready: queue.Queue[Lane | None] = queue.Queue()  # each lane at most once
         self._pending: queue.Queue[EndedTracks | None] = queue.Queue(
             maxsize=config.scheduler.pending_tracks
@@ -204,6 +206,9 @@ class Scheduler:
             people = sum(len(ended.tracks) for ended in batch)
             log.exception("estimation_failed", people=people)
             return
+        self.estimated_crops += sum(ended.crops for ended in batch)
+        for stage, values in times.samples.items():
+            self.estimate_times.samples[stage] += values
         # Per-person stages ran once for the whole batch: each camera in it saw that time.
         for pipeline in {id(e.pipeline): e.pipeline for e in batch}.values():
             for stage, values in times.samples.items():
