@@ -60,6 +60,7 @@ class CameraMeter:
         self.processed = 0
         self.dropped = 0
         self.events = 0  # person events produced
+        self.returns = 0  # of which recognised as a person coming back
         self.times = WindowTimes()
         self.pipeline: CameraPipeline | None = None
         # Stage samples drained but not yet in a health message, and who else sees them

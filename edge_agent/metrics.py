@@ -115,10 +115,16 @@ class AgentMetrics(Collector):
         )
         dropped = CounterMetricFamily(
             "edge_agent_frames_dropped",
-            "Frames the source skipped (gaps in its frame indices).",
+            "Frames the agent could not keep up with and skipped (a paced or live source "
+            "replaced them before a detector was free).",
             labels=labels,
         )
         events = CounterMetricFamily("edge_agent_events", "Person events produced.", labels=labels)
+        returns = CounterMetricFamily(
+            "edge_agent_returns",
+            "Person events recognised as someone coming back within the return window.",
+            labels=labels,
+        )
         rejected = CounterMetricFamily(
             "edge_agent_tracks_rejected",
             "Tracks whose crops the face mesh did not take for faces (no event).",
@@ -132,9 +138,10 @@ class AgentMetrics(Collector):
             processed.add_metric(camera, meter.processed)
             dropped.add_metric(camera, meter.dropped)
             events.add_metric(camera, meter.events)
+            returns.add_metric(camera, meter.returns)
             rejected.add_metric(camera, meter.rejected())
             tracks.add_metric(camera, meter.in_view())
-        yield from (processed, dropped, events, rejected, tracks)
+        yield from (processed, dropped, events, returns, rejected, tracks)
         state = GaugeMetricFamily(
             "edge_agent_camera_state",
             "1 for each camera's current state (connecting, live, down, ended).",

@@ -216,7 +216,9 @@ class Scheduler:
                     pipeline.times.add(stage, value)
         for event in events:
             self.publish(event)
-            self.lanes[event.camera_id].meter.events += 1
+            meter = self.lanes[event.camera_id].meter
+            meter.events += 1
+            meter.returns += event.return_of is not None
 
     # Shutdown --------------------------------------------------------------------------
 
