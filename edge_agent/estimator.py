@@ -57,12 +57,16 @@ class FaceCrop:
 
 @dataclass(frozen=True, slots=True)
 class FaceEstimate:
-    """One crop's averaged probabilities (``gender`` ``[2]``, ``age`` ``[81]``), and how
-    sure the face mesh is that the crop shows a face at all (``face_score``, 0..1)."""
+    """One crop's averaged probabilities (``gender`` ``[2]``, ``age`` ``[81]``), how sure
+    the face mesh is that the crop shows a face at all (``face_score``, 0..1), and the
+    five dlib-order landmarks the chips were aligned on (``points``, float32 ``[5, 2]``,
+    in the crop's pixel coordinates: image-right eye outer and inner corner, image-left
+    eye outer and inner corner, bottom of the nose)."""
 
     gender: NDArray[np.float32]
     age: NDArray[np.float32]
     face_score: float
+    points: NDArray[np.float32]
 
 
 class DemographicsEstimator:
@@ -91,10 +95,12 @@ class DemographicsEstimator:
         gender_chips: list[NDArray[np.uint8]] = []
         age_chips: list[NDArray[np.uint8]] = []
         face_scores: list[float] = []
+        landmarks: list[NDArray[np.float32]] = []
         with self.times.stage("align"):
             for crop in crops:
                 points, face_score = self._landmarker.dlib5(crop.image, crop.box, crop.keypoints)
                 face_scores.append(face_score)
+                landmarks.append(points.astype(np.float32))
                 gender_chips += chip_variants(crop.image, points, self._gender_size, self.tta)
                 age_chips += chip_variants(crop.image, points, self._age_size, self.tta)
         with self.times.stage("gender"):
@@ -107,6 +113,7 @@ class DemographicsEstimator:
                 gender=gender[i * per_crop : (i + 1) * per_crop].mean(axis=0),
                 age=age[i * per_crop : (i + 1) * per_crop].mean(axis=0),
                 face_score=face_scores[i],
+                points=landmarks[i],
             )
             for i in range(len(crops))
         ]

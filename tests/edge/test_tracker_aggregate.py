@@ -143,7 +143,8 @@ def test_face_quality_prefers_frontal_over_turned() -> None:
 
 
 def estimate(gender: list[float], age: NDArray[np.float64]) -> FaceEstimate:
-    return FaceEstimate(np.asarray(gender, np.float32), np.asarray(age, np.float32), 1.0)
+    points = np.zeros((5, 2), np.float32)
+    return FaceEstimate(np.asarray(gender, np.float32), np.asarray(age, np.float32), 1.0, points)
 
 
 def one_hot(i: int) -> NDArray[np.float64]:
