@@ -66,6 +66,7 @@ class EventRecord(BaseModel):
     age_band: str
     direction: str | None
     crops: int
+    return_of: uuid.UUID | None = None  # the person's previous visit, when they came back
     models: dict[str, Any]
     received_at: datetime
 

@@ -166,3 +166,19 @@ def test_stats_and_migrate_commands(
         text=True,
     )
     assert "none needed" in again.stdout
+
+
+def test_a_return_visit_is_stored_with_the_earlier_event(
+    hub: Any, event_factory: Any, publish_events: Any, wait_until: Any
+) -> None:
+    first = event_factory("dev-back", "cam-1", track_id=1)
+    again = event_factory("dev-back", "cam-1", track_id=2).model_copy(
+        update={"return_of": first.event_id}
+    )
+    publish_events(hub.topic_root, [first, again])
+    wait_until(
+        lambda: len(hub.get("/v1/events?device_id=dev-back")["events"]) == 2, 20, "both stored"
+    )
+    stored = {e["track_id"]: e for e in hub.get("/v1/events?device_id=dev-back")["events"]}
+    assert stored[1]["return_of"] is None
+    assert stored[2]["return_of"] == str(first.event_id)
