@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -25,6 +25,8 @@ __all__ = [
     "REPO_MODELS_DIR",
     "DetectorSpec",
     "DetectorVariant",
+    "FaceApiPrecision",
+    "FaceApiSpec",
     "ModelFiles",
     "Precision",
     "locate_models",
@@ -48,6 +50,14 @@ _REQUIRED: Final = (*_DETECTOR_KEYS.values(), "face_landmark", "age", "gender")
 _OPTIONAL: Final = ("age_int8", "gender_int8")
 
 Precision = Literal["fp32", "int8"]
+# face-api's networks rebuilt as ONNX (optional, verified when listed): the fp32 rebuild under
+# the base key, reduced-precision variants under base key + "_fp16" / "_int8".
+FaceApiPrecision = Literal["fp32", "fp16", "int8"]
+_FACEAPI_BASES: Final = ("faceapi_age_gender", "faceapi_face_recognition")
+_FACEAPI_SUFFIX: Final[Mapping[FaceApiPrecision, str]] = MappingProxyType(
+    {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
+)
+_FACEAPI_KEYS: Final = tuple(b + s for b in _FACEAPI_BASES for s in _FACEAPI_SUFFIX.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,31 @@ class DetectorSpec:
     score_clipping: float
     min_score: float
     nms_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaceApiSpec:
+    """One face-api network rebuilt as ONNX: its file and what feeding it takes.
+
+    The input is NHWC float32 RGB with raw pixel values (``value_range``, 0..255), a square
+    crop already resized to ``input_size``; the graph itself subtracts ``means`` and divides
+    by ``divisor``, so callers must not normalize. ``preprocessing`` is the manifest's
+    description of face-api's crop, pad-to-square and resize rules.
+    """
+
+    key: str  # manifest key, for ModelFiles.versions
+    path: Path
+    input_name: str
+    input_size: int  # 112 (age/gender) or 150 (face recognition)
+    layout: str  # "NHWC"
+    dtype: str  # "float32"
+    color_order: str  # "RGB"
+    value_range: tuple[float, float]  # what to feed: raw 0..255 values
+    means: tuple[float, float, float]  # subtracted inside the graph
+    divisor: float  # divided by inside the graph
+    output_names: tuple[str, ...]  # ("age", "gender") or ("embedding",)
+    labels: tuple[str, ...]  # gender columns, ("female", "male"); () for the embedding
+    preprocessing: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +129,8 @@ class ModelFiles:
     output_name: str  # ONNX output (softmax probabilities) of both attribute models
     versions: Mapping[str, str]  # model name -> version, for PersonEvent.models
     manifest: Mapping[str, Any]  # the whole parsed manifest, for anything else
+    # face-api networks by manifest key, those the manifest lists (faceapi_age_gender(), ...)
+    faceapi: Mapping[str, FaceApiSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     def detector(self, variant: DetectorVariant) -> DetectorSpec:
         """The detector the configuration names (``DetectorConfig.model``)."""
@@ -112,6 +149,32 @@ class ModelFiles:
                 f"{self.root} has no int8 age/gender models; rebuild with models/build.py"
             )
         return self.gender_int8, self.age_int8, "gender_int8", "age_int8"
+
+    def faceapi_age_gender(self, precision: FaceApiPrecision = "fp32") -> FaceApiSpec:
+        """face-api's age and gender network: ``age`` [N] in years, ``gender`` [N, 2].
+
+        Raises FileNotFoundError when the manifest has no such file (fp16 is the reduced
+        precision variant built for this network; int8 lost too much age accuracy).
+        """
+        return self._faceapi("faceapi_age_gender", precision)
+
+    def face_recognition(self, precision: FaceApiPrecision = "fp32") -> FaceApiSpec:
+        """face-api's port of dlib's face recognition ResNet: ``embedding`` [N, 128].
+
+        Raises FileNotFoundError when the manifest has no such file (int8 is the reduced
+        precision variant built for this network).
+        """
+        return self._faceapi("faceapi_face_recognition", precision)
+
+    def _faceapi(self, base: str, precision: FaceApiPrecision) -> FaceApiSpec:
+        key = base + _FACEAPI_SUFFIX[precision]
+        if key not in self.faceapi:
+            have = [p for p, suffix in _FACEAPI_SUFFIX.items() if base + suffix in self.faceapi]
+            raise FileNotFoundError(
+                f"{self.root} has no {key} model (it has {have or 'none'}); "
+                "rebuild with models/build.py"
+            )
+        return self.faceapi[key]
 
 
 def locate_models(models_dir: Path | None = None) -> ModelFiles:
@@ -169,7 +232,8 @@ def _load(root: Path) -> ModelFiles:
     if missing:
         raise ValueError(f"{manifest_path} lacks models {missing}; {_BUILD_HINT}")
     try:
-        listed = (*_REQUIRED, *(key for key in _OPTIONAL if key in models))
+        optional = (*_OPTIONAL, *_FACEAPI_KEYS)
+        listed = (*_REQUIRED, *(key for key in optional if key in models))
         paths = {key: _verified(root, models[key]) for key in listed}
         return _assemble(root, manifest, paths)
     except (KeyError, TypeError, IndexError) as error:
@@ -217,6 +281,47 @@ def _floats(values: Sequence[Any]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _faceapi_spec(key: str, path: Path, entry: Mapping[str, Any]) -> FaceApiSpec:
+    shape, pre = entry["input"]["shape"], entry["preprocessing"]
+    norm = pre["normalization_in_graph"]
+    if int(shape[1]) != int(shape[2]) or int(shape[3]) != 3:
+        raise ValueError(f"{key}: expected a square 3-channel NHWC input, got {shape}")
+    low, high = _floats(pre["value_range"])
+    r, g, b = _floats(norm["means"])
+    return FaceApiSpec(
+        key=key,
+        path=path,
+        input_name=str(entry["input"]["name"]),
+        input_size=int(shape[1]),
+        layout=str(entry["input"]["layout"]),
+        dtype=str(entry["input"]["dtype"]),
+        color_order=str(pre["color_order"]),
+        value_range=(low, high),
+        means=(r, g, b),
+        divisor=float(norm["divisor"]),
+        output_names=tuple(str(o["name"]) for o in entry["outputs"]),
+        labels=tuple(str(label) for label in entry["postprocessing"].get("labels", ())),
+        preprocessing=MappingProxyType(dict(pre)),
+    )
+
+
+def _faceapi_specs(
+    models: Mapping[str, Any], paths: Mapping[str, Path]
+) -> Mapping[str, FaceApiSpec]:
+    specs: dict[str, FaceApiSpec] = {}
+    for base in _FACEAPI_BASES:
+        for suffix in _FACEAPI_SUFFIX.values():
+            key = base + suffix
+            if key not in paths:
+                continue
+            if suffix and base in models:
+                same = all(models[key][f] == models[base][f] for f in ("input", "preprocessing"))
+                if not same or models[key]["outputs"] != models[base]["outputs"]:
+                    raise ValueError(f"{key} and {base} disagree on the input or output tensors")
+            specs[key] = _faceapi_spec(key, paths[key], models[key])
+    return MappingProxyType(specs)
+
+
 def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]) -> ModelFiles:
     models = manifest["models"]
     for key in _OPTIONAL:
@@ -259,4 +364,5 @@ def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]
         output_name=str(age["outputs"][0]["name"]),
         versions=MappingProxyType({str(m["name"]): str(m["version"]) for m in models.values()}),
         manifest=MappingProxyType(dict(manifest)),
+        faceapi=_faceapi_specs(models, paths),
     )

