@@ -195,6 +195,10 @@ class ReturnsConfig(_Section):
     max_people: int = Field(
         default=5000, ge=1, le=1_000_000, description="Remembered departures, oldest forgotten."
     )
+    model: Literal["int8", "fp32"] = Field(
+        default="int8",
+        description="The embedding network: int8 (cosine 0.9997 to fp32, faster) or fp32.",
+    )
 
 
 class AgentConfig(_Section):

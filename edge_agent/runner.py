@@ -8,6 +8,7 @@ cameras. File sources end; with ``loop = true`` they restart, like a camera woul
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 
@@ -29,7 +30,7 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import Outbox, default_state_dir
 from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.publisher import MqttPublisher
-from edge_agent.returns import ReturnMatcher
+from edge_agent.returns import ReturnMatcher, load_embedder
 from edge_agent.scheduler import Lane, Scheduler
 from edge_agent.sources import SourceError, is_live, read_frames
 
@@ -64,7 +65,6 @@ def read_camera(
     paced = is_stream or camera.realtime
     backoff = 1.0
     while not stop.is_set():
-        lane.meter.restart()
         frames = 0
         try:
             for frame in read_frames(
@@ -119,6 +119,7 @@ def run_cameras(
     live = live or LiveSettings(config)
     meters = meters or [CameraMeter(c.id) for c in config.cameras]
     models = load_models(config)
+    models = dataclasses.replace(models, embedder=load_embedder(config, models.files))
     if board is not None:
         board.set_models(models.versions)
     returns = ReturnMatcher(config.returns) if config.returns.enabled else None

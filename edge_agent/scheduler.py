@@ -152,6 +152,7 @@ class Scheduler:
                     lane.meter.frame(item.index)
                 else:
                     ended = lane.pipeline.end_stream()
+                    lane.meter.restart()  # here, in frame order: the reopened source counts from 0
                 if ended.tracks:
                     self._pending.put(ended)  # blocks when estimation is behind
             except Exception:
