@@ -175,7 +175,10 @@ def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
-    """Decode and detect only, the same clips and threads, as fast as possible."""
+    """Decode and detect only: a reader per camera into one small queue, and as many
+    detection threads as the agent has workers, each with its own interpreter."""
+    import queue
+
     from edge_agent.config import AgentConfig
     from edge_agent.model_files import locate_models
     from edge_agent.pipeline import make_detector
@@ -184,32 +187,34 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     config = AgentConfig()
     files = locate_models(config.models_dir)
     stop = threading.Event()
-    counts = [0] * spec["cameras"]
-    frames_lock = threading.Lock()
-    detectors = [make_detector(config, files) for _ in range(spec["workers"])]
-    free = list(detectors)
+    frames: queue.Queue[Any] = queue.Queue(maxsize=2 * spec["workers"])
+    counts = [0] * spec["workers"]
 
     def camera(i: int) -> None:
         clip = spec["clips"][i % len(spec["clips"])]
         while not stop.is_set():
             for frame in read_frames(f"cam{i}", clip):
-                with frames_lock:
-                    detector = free.pop() if free else None
-                if detector is None:  # more cameras than detectors: take turns
-                    while detector is None and not stop.is_set():
-                        time.sleep(0.0005)
-                        with frames_lock:
-                            detector = free.pop() if free else None
-                    if detector is None:
-                        return
-                detector.detect(frame.rgb)
-                with frames_lock:
-                    free.append(detector)
-                counts[i] += 1
+                while not stop.is_set():
+                    try:
+                        frames.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
                 if stop.is_set():
                     return
 
+    def detect(number: int) -> None:
+        detector = make_detector(config, files)
+        while not stop.is_set():
+            try:
+                frame = frames.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            detector.detect(frame.rgb)
+            counts[number] += 1
+
     threads = [threading.Thread(target=camera, args=(i,)) for i in range(spec["cameras"])]
+    threads += [threading.Thread(target=detect, args=(n,)) for n in range(spec["workers"])]
     started, cpu0 = time.perf_counter(), _cpu()
     for thread in threads:
         thread.start()
@@ -319,7 +324,9 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", default=["native", "640x360", "1280x720"])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fps", type=float, default=15.0)
-    parser.add_argument("--workers", type=int, default=1, help="detection workers")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="detection workers (default: the agent's)"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/edge-throughput-clips"))
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--mediapipe-python", help="a Python with mediapipe installed")
@@ -331,7 +338,13 @@ def main() -> int:
         print(json.dumps(run(spec)))
         return 0
 
-    print(f"{os.cpu_count()} CPUs; {args.seconds:g} s per run; target {args.fps:g} fps/camera")
+    from edge_agent.config import SchedulerConfig
+
+    workers = args.workers or SchedulerConfig().workers()
+    print(
+        f"{os.cpu_count()} CPUs; {workers} detection workers; {args.seconds:g} s per run; "
+        f"target {args.fps:g} fps/camera"
+    )
     for size in args.sizes:
         clips = [str(p) for p in prepare(args.cache, size, args.fps)]
         print(f"\n== {size} ==")
@@ -346,7 +359,7 @@ def main() -> int:
                 "clips": clips,
                 "seconds": args.seconds,
                 "fps": args.fps,
-                "workers": args.workers,
+                "workers": workers,
             }
             paced = child("agent", {**base, "paced": True})
             saturated = child("agent", {**base, "paced": False})

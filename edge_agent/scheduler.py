@@ -94,7 +94,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Start the detection workers and the estimation worker."""
-        workers = self.config.scheduler.detect_workers
+        workers = self.config.scheduler.workers()
         for number in range(workers):
             # The first worker uses the detector loaded with the models; LiteRT interpreters
             # are not shared, so every other worker makes its own.
