@@ -12,6 +12,7 @@ import structlog
 from cloud_hub.db import open_pool, prepare_database
 from cloud_hub.ingest import MqttIngest
 from cloud_hub.live_cache import LiveCache
+from cloud_hub.rollups import Maintainer
 from cloud_hub.settings import HubSettings
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,7 @@ class Hub:
         self._pool: asyncpg.Pool | None = None
         self._ingest: MqttIngest | None = None
         self._consumer: asyncio.Task[None] | None = None
+        self._rollups: Maintainer | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -49,6 +51,8 @@ class Hub:
         applied = await self._prepare_database()
         self._pool = await open_pool(self.settings.database_url, self.settings.db_pool_size)
         await self.cache.start()
+        self._rollups = Maintainer(self._pool, self.settings)
+        self._rollups.start()
         self._ingest = MqttIngest(self.settings, self._pool, self.cache)
         self._ingest.start()
         self._consumer = asyncio.create_task(self._ingest.run(), name="ingest")
@@ -67,7 +71,7 @@ class Hub:
         delay = 0.5
         while True:
             try:
-                return await prepare_database(self.settings.database_url)
+                return await prepare_database(self.settings.database_url, self.settings)
             except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -83,6 +87,8 @@ class Hub:
                 await self._consumer
         if self._ingest is not None:
             self._ingest.stop()
+        if self._rollups is not None:
+            await self._rollups.stop()
         await self.cache.close()
         if self._pool is not None:
             await self._pool.close()

@@ -30,7 +30,47 @@ class HubSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/audience"
-    db_pool_size: int = Field(default=8, ge=2, le=100)
+    db_pool_size: int = Field(
+        default=8, ge=1, le=100, description="Forced to 1 on a single-session server (PGlite)."
+    )
+
+    # Storage (docs/hub.md, "Storage"): TimescaleDB when the server has it, else plain
+    # PostgreSQL with partitions and rollup tables; both answer the same.
+    timescaledb: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="For a database not migrated yet: use TimescaleDB when the server offers "
+        "it (auto), require it (on), or never (off). A migrated database keeps its kind.",
+    )
+    chunk_interval_days: int = Field(
+        default=7, ge=1, le=366, description="Hypertable chunk / partition width."
+    )
+    rollup_refresh_s: float = Field(
+        default=60.0, ge=1, description="How often hour and day rollups are brought up to date."
+    )
+    rollup_lag_s: int = Field(
+        default=600,
+        ge=300,
+        description="An hour is materialised once it ended this long ago; until then (and "
+        "for the newest events) stats aggregate raw events at query time.",
+    )
+    rollup_late_days: int = Field(
+        default=30,
+        ge=0,
+        description="Events arriving up to this many days late still change hour/day stats "
+        "(at the next refresh); 0 = no limit.",
+    )
+    compress_after_days: int = Field(
+        default=7, ge=0, description="TimescaleDB: compress raw chunks this old; 0 = never."
+    )
+    retention_days: int = Field(default=0, ge=0, description="Drop raw events this old; 0 = keep.")
+    rollup_retention_days: int = Field(
+        default=0, ge=0, description="Drop hourly rollups this old (daily ones stay); 0 = keep."
+    )
+    rollup_jobs: Literal["auto", "hub", "database"] = Field(
+        default="auto",
+        description="TimescaleDB: who runs the policies: its background workers (database), "
+        "the hub (hub), or the hub only when no TimescaleDB scheduler runs (auto).",
+    )
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
@@ -90,6 +130,19 @@ class HubSettings(BaseSettings):
 
         parse_api_keys(value)  # fail at startup, not on the first request
         return value
+
+    @model_validator(mode="after")
+    def _late_window_within_retention(self) -> HubSettings:
+        # A late event re-aggregates its hour from raw rows; once retention dropped some of
+        # that hour's rows, re-aggregating it would lose counts, so late events must not
+        # reach back that far.
+        for name in ("retention_days", "rollup_retention_days"):
+            keep = getattr(self, name)
+            if keep and not 0 < self.rollup_late_days < keep:
+                raise ValueError(f"rollup_late_days must be between 1 and {name} - 1")
+        if 0 < self.rollup_late_days < 3:
+            raise ValueError("rollup_late_days must be 0 (no limit) or at least 3")
+        return self
 
     @model_validator(mode="after")
     def _tls_cert_with_key(self) -> HubSettings:

@@ -1,7 +1,11 @@
 """The batch write path: one transaction stores a batch of events and its rejects.
 
-Idempotent by construction: ``ON CONFLICT (event_id) DO NOTHING`` makes a redelivered
-event a no-op, so the hub can acknowledge MQTT messages only after this commits.
+Idempotent by construction: ``ON CONFLICT (event_id, last_seen) DO NOTHING`` makes a
+redelivered event (same id, same ``last_seen``) a no-op, so the hub can acknowledge MQTT
+messages only after this commits. The key has ``last_seen`` because hypertables and
+partitioned tables need their time column in every unique key. The same statement runs
+on TimescaleDB and on plain PostgreSQL; neither needs more than this one statement per
+batch (rollups are kept by TimescaleDB, or by the hub from a statement trigger's log).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ WITH new AS (
     ) AS e(event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
            gender, gender_confidence, age, age_low, age_high, age_confidence,
            direction, crops, models, return_of)
-    ON CONFLICT (event_id) DO NOTHING
+    ON CONFLICT (event_id, last_seen) DO NOTHING
     RETURNING event_id, device_id, last_seen
 ), seen AS (
     -- Devices count only events that were new, so redeliveries do not inflate them.
