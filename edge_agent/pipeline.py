@@ -16,7 +16,6 @@ import structlog
 from numpy.typing import NDArray
 
 from edge_agent.aggregate import age_estimate, combine, gender_estimate
-from edge_agent.attributes import AttributeModels
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent, uuid7
 from edge_agent.counting_line import camera_line
@@ -61,23 +60,13 @@ def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
     det_cfg = config.detector
     detector = make_detector(config, files)
     landmarker = FaceMeshLandmarker(files.face_landmark, num_threads=det_cfg.threads)
-    gender_path, age_path, gender_key, age_key = files.attribute_models(config.estimator.models)
-    attributes = AttributeModels(
-        gender_path, age_path, files.means, files.scale, files.input_name, det_cfg.threads
-    )
-    estimator = DemographicsEstimator(
-        landmarker,
-        attributes,
-        gender_size=files.gender_chip_size,
-        age_size=files.age_chip_size,
-        tta=config.estimator.tta,
-        times=times,
+    estimator = DemographicsEstimator.load(
+        config.estimator, files, landmarker, det_cfg.threads, times
     )
     keys = {
         det_cfg.model: f"face_detection_{det_cfg.model}",
         "face_landmark": "face_landmark",
-        "gender": gender_key,
-        "age": age_key,
+        **estimator.model_keys,
     }
     versions = {name: files.versions[key] for name, key in keys.items()}
     return Models(files, detector, estimator, versions)

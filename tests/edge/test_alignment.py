@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edge_agent.align import JITTER, chip_variants, face_chip, similarity, template
+from edge_agent.align import (
+    JITTER,
+    VARIANT_SETS,
+    box_chip,
+    chip_variants,
+    face_chip,
+    similarity,
+    template,
+)
 from edge_agent.detector import BlazeFaceDetector
 from edge_agent.landmarks import FaceMeshLandmarker
 from edge_agent.model_files import ModelFiles
@@ -156,8 +164,8 @@ def test_chip_variants_counts_and_mirrors(
 ) -> None:
     image, shape = faces[0]
     landmarks = points(shape)
-    with_tta = chip_variants(image, landmarks, 64, tta=True)
-    without = chip_variants(image, landmarks, 64, tta=False)
+    with_tta = chip_variants(image, landmarks, 64, True)
+    without = chip_variants(image, landmarks, 64, False)
     assert len(with_tta) == 14 == 2 * len(JITTER)
     assert len(without) == 1
     assert all(c.shape == (64, 64, 3) and c.dtype == np.uint8 for c in with_tta)
@@ -181,3 +189,44 @@ def test_chip_is_upright_when_the_face_is_rotated(
     upright = face_chip(image, landmarks, 64).astype(np.float64)
     again = face_chip(rotated, moved, 64).astype(np.float64)
     assert np.abs(upright - again).mean() < 4.0
+
+
+def test_named_variant_sets(
+    faces: list[tuple[NDArray[np.uint8], dlib.full_object_detection]],
+) -> None:
+    image, shape = faces[0]
+    landmarks = points(shape)
+    full = chip_variants(image, landmarks, 64, "full")
+    np.testing.assert_array_equal(full[0], chip_variants(image, landmarks, 64, True)[0])
+    for name, variants in VARIANT_SETS.items():
+        chips = chip_variants(image, landmarks, 64, name)
+        assert len(chips) == len(variants)
+        # Every named variant is one of the 14 of "full", so tables of all 14 score any set.
+        for chip, variant in zip(chips, variants, strict=True):
+            np.testing.assert_array_equal(chip, full[VARIANT_SETS["full"].index(variant)])
+    zoom = chip_variants(image, landmarks, 64, "zoom")[0]
+    np.testing.assert_array_equal(zoom, face_chip(image, landmarks, 64, (1.06, 0.0, 0.0)))
+    with pytest.raises(ValueError, match="unknown variants"):
+        chip_variants(image, landmarks, 64, "sometimes")
+
+
+def test_box_chip_is_upright_square_and_pads_black(
+    faces: list[tuple[NDArray[np.uint8], dlib.full_object_detection]],
+) -> None:
+    image, shape = faces[5]
+    landmarks = points(shape)
+    chip = box_chip(image, landmarks, 112)
+    assert chip.shape == (112, 112, 3) and chip.dtype == np.uint8
+    # Same geometry as a dlib chip of the measured box: a rotated face gives the same crop.
+    height, width = image.shape[:2]
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), 20, 1.0)
+    rotated = np.ascontiguousarray(cv2.warpAffine(image, turn, (width, height)))
+    again = box_chip(rotated, landmarks @ turn[:, :2].T + turn[:, 2], 112)
+    assert np.abs(chip.astype(float) - again).mean() < 4.0
+    # A box twice as tall as wide is centred between black bars, as face-api pads.
+    tall = box_chip(image, landmarks, 112, (0.25, 0.0, 0.75, 1.0))
+    assert tall[:, :20].max() == 0 and tall[:, -20:].max() == 0
+    assert tall[:, 40:72].mean() > 20
+    # The mirrored variant is the mirror image.
+    mirrored = box_chip(image, landmarks, 112, variant=(1.0, 0.0, 0.0, True))
+    np.testing.assert_array_equal(mirrored, chip[:, ::-1])
