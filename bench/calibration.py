@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from edge_agent import evaluate
 from edge_agent.aggregate import AGE_INTERVAL, age_estimate
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, EstimatorConfig
 from edge_agent.estimator import (
     CALIBRATION,
     DEFAULT_VARIANTS,
@@ -233,6 +233,26 @@ def main() -> None:
             f"  LFW ECE {100 * ece(v.male, lfw_male, cal.gender_temperature):5.2f}%"
             f"  MAE {mae:5.2f}  in 80% range {100 * cov:5.1f}%  width {width:4.1f}"
         )
+
+    default = EstimatorConfig().models
+    cal = CALIBRATION[default]
+    print(f"\nreliability of {default}'s shipped gender confidence (per confidence bin: faces, ")
+    print("mean confidence, accuracy); utkface_dev is held out for the gender temperature")
+    for name, table, male in (("utkface_dev", utk, utk_male), ("lfw_gender_dev", lfw, lfw_male)):
+        p_male = gender_calibrated(
+            set_points(table, default, class_ages).male, cal.gender_temperature
+        )
+        conf = p_male.max(axis=1)
+        right = (p_male[:, 1] > 0.5) == male
+        cells = []
+        for low, high in ((0.5, 0.7), (0.7, 0.9), (0.9, 0.97), (0.97, 0.99), (0.99, 1.01)):
+            inside = (conf >= low) & (conf < high)
+            if inside.any():
+                cells.append(
+                    f"[{low:.2f},{min(high, 1.0):.2f}) {int(inside.sum())}: "
+                    f"{conf[inside].mean():.2f}/{right[inside].mean():.2f}"
+                )
+        print(f"  {name:<16}" + "  ".join(cells))
 
     print("\nCALIBRATION = {")
     for name, cal in fitted.items():
