@@ -2,7 +2,9 @@
 
 ``/healthz`` is always open; ``/metrics`` needs a ``metrics`` key unless
 ``HUB_METRICS_PUBLIC=true``; everything else needs ``read``, and endpoints that change
-state will need ``admin``. See docs/security.md.
+state (cameras) need ``admin``. The live stream also takes a short-lived token
+(``cloud_hub.live_tokens``) in its URL or a cookie, as browsers cannot send headers
+there. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -11,16 +13,47 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    APIKeyCookie,
+    APIKeyHeader,
+    APIKeyQuery,
+    HTTPAuthorizationCredentials,
+    HTTPBearer,
+)
 
 from cloud_hub.apikeys import ApiKey, Scope, allows, find_key
+from cloud_hub.live_tokens import LiveTokens
+
+LIVE_COOKIE = "hub_live_token"
 
 _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key (cloud-hub apikey create)."
 )
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
 
+_live_query = APIKeyQuery(
+    name="token",
+    auto_error=False,
+    description="A live token from POST /v1/live/token (EventSource cannot send headers).",
+)
+_live_cookie = APIKeyCookie(
+    name=LIVE_COOKIE, auto_error=False, description="The live token as POST /v1/live/token sets it."
+)
+
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="cloud-hub"'}
+
+
+def _check(request: Request, presented: str | None, needed: Scope) -> ApiKey:
+    if not presented:
+        raise HTTPException(401, "an API key is required", headers=_UNAUTHORIZED)
+    keys: tuple[ApiKey, ...] = request.app.state.api_keys
+    key = find_key(keys, presented)
+    if key is None:
+        raise HTTPException(401, "unknown API key", headers=_UNAUTHORIZED)
+    if not allows(key.scope, needed):
+        raise HTTPException(403, f"this key's scope is {key.scope!r}; {needed!r} is needed")
+    request.state.api_key_name = key.name
+    return key
 
 
 def require_scope(needed: Scope) -> Callable[..., Awaitable[ApiKey]]:
@@ -36,21 +69,37 @@ def require_scope(needed: Scope) -> Callable[..., Awaitable[ApiKey]]:
         header_key: Annotated[str | None, Depends(_api_key_header)],
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:
-        presented = header_key or (bearer.credentials if bearer else None)
-        if not presented:
-            raise HTTPException(401, "an API key is required", headers=_UNAUTHORIZED)
-        keys: tuple[ApiKey, ...] = request.app.state.api_keys
-        key = find_key(keys, presented)
-        if key is None:
-            raise HTTPException(401, "unknown API key", headers=_UNAUTHORIZED)
-        if not allows(key.scope, needed):
-            raise HTTPException(403, f"this key's scope is {key.scope!r}; {needed!r} is needed")
-        request.state.api_key_name = key.name
-        return key
+        return _check(request, header_key or (bearer.credentials if bearer else None), needed)
 
     return dependency
+
+
+async def require_live(
+    request: Request,
+    header_key: Annotated[str | None, Depends(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    token: Annotated[str | None, Depends(_live_query)],
+    cookie: Annotated[str | None, Depends(_live_cookie)],
+) -> ApiKey:
+    """The live stream: a ``read`` API key in a header (curl, servers), or a live token
+    in ``?token=`` or the ``hub_live_token`` cookie (browsers). 401 otherwise."""
+    presented = header_key or (bearer.credentials if bearer else None)
+    if presented:
+        return _check(request, presented, "read")
+    tokens: LiveTokens = request.app.state.live_tokens
+    keys: tuple[ApiKey, ...] = request.app.state.api_keys
+    for candidate in (token, cookie):
+        if candidate:
+            key = tokens.verify(candidate, keys, "read")
+            if key is not None:
+                request.state.api_key_name = key.name
+                return key
+    if token or cookie:
+        raise HTTPException(401, "invalid or expired live token", headers=_UNAUTHORIZED)
+    raise HTTPException(401, "an API key or a live token is required", headers=_UNAUTHORIZED)
 
 
 RequireRead = Depends(require_scope("read"))
 RequireAdmin = Depends(require_scope("admin"))
 RequireMetrics = Depends(require_scope("metrics"))
+RequireLive = Depends(require_live)

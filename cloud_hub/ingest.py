@@ -4,6 +4,10 @@ paho-mqtt owns the network loop in its own thread; its callbacks only put messag
 bounded asyncio queue. One consumer task validates, stores and acks in receive order,
 so a hub killed at any point loses nothing: unacked messages are redelivered and the
 idempotent insert ignores the ones it already has.
+
+Besides events the hub takes each device's status, health and occupancy
+(``cloud_hub.telemetry``) through the same queue and batches: stored in their own
+transaction after the events, acknowledged with them, then pushed to Redis.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import concurrent.futures
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import asyncpg
 import paho.mqtt.client as mqtt
@@ -24,18 +30,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud_hub import metrics
+from cloud_hub import metrics, telemetry
 from cloud_hub.live_cache import LiveCache
 from cloud_hub.settings import HubSettings
 from cloud_hub.storage import Rejected, store_batch
 from cloud_hub.validation import validate
-from edge_agent.contract import PersonEvent
+from edge_agent.contract import Channel, PersonEvent
 from edge_agent.mqtt_security import apply_credentials
 
 log = structlog.get_logger(__name__)
 
 # Bad rows rather than a bad database: retrying the same batch would never succeed.
 _POISON = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+_TELEMETRY = (Channel.STATUS, Channel.HEALTH, Channel.OCCUPANCY)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,7 @@ class Received:
     mid: int
     qos: int
     session: int  # Acks are only valid on the connection that delivered the message.
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class MqttIngest:
@@ -106,10 +115,11 @@ class MqttIngest:
             return
         with self._session_lock:
             self._session += 1
-        client.subscribe(self._settings.event_filter, qos=1)
+        filters = [self._settings.event_filter, *self._settings.telemetry_filters]
+        client.subscribe([(f, 1) for f in filters])
         self.connected = True
         metrics.MQTT_CONNECTED.set(1)
-        log.info("mqtt_connected", subscription=self._settings.event_filter)
+        log.info("mqtt_connected", subscriptions=filters)
 
     def _on_disconnect(
         self,
@@ -188,15 +198,29 @@ class MqttIngest:
         """Validate, store (retrying until the database takes it), ack, then update Redis."""
         events: list[PersonEvent] = []
         rejected: list[Rejected] = []
+        other = telemetry.TelemetryBatch()
+        root = self._settings.topic_root
         for item in batch:
-            result = validate(item.topic, item.payload, self._settings.topic_root)
+            channel = telemetry.channel_of(item.topic, root)
+            result: PersonEvent | telemetry.Telemetry | Rejected
+            if channel in _TELEMETRY:
+                assert channel is not None
+                result = telemetry.validate(
+                    channel, item.topic, item.payload, root, item.received_at
+                )
+            else:
+                result = validate(item.topic, item.payload, root)
             if isinstance(result, Rejected):
                 rejected.append(result)
-            else:
+            elif isinstance(result, PersonEvent):
                 events.append(result)
+            else:
+                other.add(result)
 
         started = time.perf_counter()
         new_ids = await self._store_with_retry(events, rejected)
+        if other:
+            await self._retry(lambda: telemetry.store_telemetry(self._pool, other), other)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(batch))
         self.last_commit = time.time()
@@ -216,6 +240,8 @@ class MqttIngest:
         metrics.EVENTS_DUPLICATE.inc(len(events) - len(new_ids))
         metrics.QUEUE_DEPTH.set(self._queue.qsize())
         await self._cache.push([e for e in events if e.event_id in new_ids])
+        if other:
+            await self._cache.push_telemetry(other)
 
     def _ack(self, batch: list[Received]) -> None:
         with self._session_lock:
@@ -246,6 +272,34 @@ class MqttIngest:
                 log.info("db_write_recovered")
             self.db_ok = True
             return new_ids
+
+    async def _retry(
+        self, write: Callable[[], Awaitable[T]], what: telemetry.TelemetryBatch
+    ) -> T | None:
+        """Status, health and occupancy: retried like events while the database is down;
+        a batch the database refuses as data is logged and dropped (it cannot succeed)."""
+        delay = 0.5
+        while True:
+            try:
+                result = await write()
+            except _POISON as exc:
+                log.error(
+                    "telemetry_refused",
+                    error=str(exc),
+                    statuses=len(what.statuses),
+                    health=len(what.health),
+                    occupancy=len(what.occupancy),
+                )
+                return None
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                metrics.DB_ERRORS.inc()
+                self.db_ok = False
+                log.warning("db_write_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.db_retry_max_s)
+                continue
+            self.db_ok = True
+            return result
 
     async def _store_one_by_one(
         self, events: list[PersonEvent], rejected: list[Rejected]

@@ -1,36 +1,73 @@
-"""API response models. Flat where the wire contract nests, so rows map one to one."""
+"""API request and response models. Flat where the wire contract nests, so rows map one
+to one; every field the API answers is described here, so ``/docs`` documents it."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from edge_agent.contract import PersonEvent
+from edge_agent.contract import CameraState, DeviceState, PersonEvent
 
 AGE_BANDS = ("0-12", "13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown")
 GENDERS = ("female", "male", "unknown")
-Bucket = Literal["hour", "day"]
+DIRECTIONS = ("in", "out", "none")
+Bucket = Literal["minute", "hour", "day", "week", "month"]
+GenderValue = Literal["female", "male", "unknown"]
+AgeBand = Literal["0-12", "13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown"]
+DirectionValue = Literal["in", "out", "none"]
+GroupBy = Literal["site", "device", "camera", "gender", "age_band", "direction"]
+OccupancyGroupBy = Literal["site", "device", "camera"]
+ExportFormat = Literal["csv", "json", "ndjson"]
 
 
 class Counts(BaseModel):
-    """People counted in a span, split by gender and by age band (every key present)."""
+    """People counted in a span: in total, by gender, by age band and by direction, with
+    first visits against returns and the average age and dwell (every key present)."""
 
     total: int = 0
     gender: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(GENDERS, 0))
     age: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(AGE_BANDS, 0))
+    visitors: int = Field(
+        default=0, description="First visits: events whose return_of is null (unique people)."
+    )
+    returns: int = Field(default=0, description="Returning visitors: total - visitors.")
+    avg_age: float | None = Field(
+        default=None, description="Mean estimated age of those with one (2 decimals)."
+    )
+    avg_dwell_s: float | None = Field(default=None, description="Mean dwell in seconds.")
+    direction: dict[str, int] = Field(
+        default_factory=lambda: dict.fromkeys(DIRECTIONS, 0),
+        description="Crossings of the counting line; none: no line or not crossed.",
+    )
 
     def add(self, gender: str, age_band: str, n: int) -> None:
-        """Count ``n`` people of one gender and band."""
+        """Count ``n`` people of one gender and band (first visits, no direction)."""
         self.total += n
+        self.visitors += n
         self.gender[gender] += n
         self.age[age_band] += n
+        self.direction["none"] += n
 
 
-class StatsBucket(Counts):
-    """One hour or day, labelled by its start (UTC)."""
+class StatsGroup(Counts):
+    """One group's counts, e.g. ``key = {"site": "lobby"}`` or ``{"gender": "female"}``;
+    a camera is named by ``device_id`` and ``camera_id``; a site is null for cameras not
+    registered at one."""
+
+    key: dict[str, str | None]
+
+
+class StatsTotals(Counts):
+    """Counts, and with ``group_by`` the same per group (null without it)."""
+
+    groups: list[StatsGroup] | None = None
+
+
+class StatsBucket(StatsTotals):
+    """One bucket, labelled by its start (UTC)."""
 
     start: datetime
 
@@ -43,7 +80,12 @@ class StatsResponse(BaseModel):
     bucket: Bucket
     device_id: str | None
     camera_id: str | None
-    totals: Counts
+    site: str | None = None
+    gender: GenderValue | None = None
+    age_band: AgeBand | None = None
+    direction: DirectionValue | None = None
+    group_by: list[GroupBy] = Field(default_factory=list)
+    totals: StatsTotals
     buckets: list[StatsBucket]
 
 
@@ -78,14 +120,75 @@ class EventsPage(BaseModel):
     next_cursor: str | None
 
 
+class CameraLive(BaseModel):
+    """A camera as its device last reported it."""
+
+    camera_id: str
+    state: CameraState
+    fps: float | None = None
+
+
+class CameraHealthOut(BaseModel):
+    """One camera's frame rates in the latest health sample."""
+
+    camera_id: str
+    fps_processed: float
+    fps_dropped: float
+
+
+class LatencyOut(BaseModel):
+    """A pipeline stage's latency percentiles (ms)."""
+
+    p50: float
+    p95: float
+
+
+class HealthOut(BaseModel):
+    """A device's latest health sample."""
+
+    at: datetime
+    received_at: datetime
+    cpu_percent: float
+    memory_mb: float
+    temperature_c: float | None
+    outbox_depth: int
+    outbox_dropped: int
+    cameras: list[CameraHealthOut]
+    latency_ms: dict[str, LatencyOut]
+
+
 class Device(BaseModel):
-    """A device that has sent at least one event."""
+    """A device that has sent events, a status or health: its events, whether it is
+    online (from its retained status and last will), what it runs, and its health."""
 
     device_id: str
-    first_seen: datetime
-    last_seen: datetime
-    last_received_at: datetime
-    events: int
+    first_seen: datetime | None = Field(
+        default=None, description="Its oldest stored event's last_seen (null: no events yet)."
+    )
+    last_seen: datetime | None = Field(
+        default=None, description="Its newest stored event's last_seen."
+    )
+    last_received_at: datetime | None = Field(
+        default=None, description="When the hub last stored an event of it."
+    )
+    events: int = 0
+    state: DeviceState | Literal["unknown"] = Field(
+        default="unknown", description="From its status topic; unknown: no status received."
+    )
+    status_at: datetime | None = Field(
+        default=None, description="The status's own time; null for a last will."
+    )
+    status_received_at: datetime | None = None
+    last_heard_at: datetime | None = Field(
+        default=None, description="The newest of its event, status and health receipts."
+    )
+    agent_version: str | None = None
+    models: dict[str, str] = Field(default_factory=dict)
+    cameras: list[CameraLive] = Field(default_factory=list)
+    config_version: str | None = None
+    config_error: str | None = None
+    outbox_dropped: int = 0
+    health: HealthOut | None = None
 
 
 class RecentEvents(BaseModel):
@@ -103,3 +206,159 @@ class Health(BaseModel):
     db: Literal["ok", "down"]
     mqtt: Literal["ok", "down"]
     redis: Literal["ok", "down", "disabled"]
+
+
+# --- cameras ------------------------------------------------------------------------------
+
+_Text = Annotated[
+    str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", min_length=1, max_length=200)
+]
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class CountingLine(BaseModel):
+    """As the agent's ``[[cameras]]`` ``line``/``in_side``: two points ``[x, y]`` in frame
+    fractions (0..1, y down), directed from the first to the second; ``in_side`` is the
+    side that is 'in', facing along it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    line: tuple[tuple[_Fraction, _Fraction], tuple[_Fraction, _Fraction]]
+    in_side: Literal["left", "right"] = "left"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CountingLine:
+        if self.line[0] == self.line[1]:
+            raise ValueError("line needs two distinct points")
+        return self
+
+
+class CameraFields(BaseModel):
+    """What an operator says about a camera; every field optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: _Text | None = None
+    site: _Text | None = Field(default=None, description="Statistics can be filtered by site.")
+    location: _Text | None = None
+    counting_line: CountingLine | None = None
+
+
+class CameraCreate(CameraFields):
+    """A camera to register: its device and camera ids as the device publishes them."""
+
+    device_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    camera_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class CameraUpdate(CameraFields):
+    """Fields to change; a field sent as null is cleared, a field left out is kept."""
+
+
+class Camera(BaseModel):
+    """A registered camera, with its state as its device last reported it."""
+
+    device_id: str
+    camera_id: str
+    name: str | None
+    site: str | None
+    location: str | None
+    counting_line: CountingLine | None
+    created_at: datetime
+    updated_at: datetime
+    state: CameraState | None = Field(
+        default=None, description="From the device's status; null when it never said."
+    )
+    fps: float | None = None
+    device_state: DeviceState | Literal["unknown"] = "unknown"
+
+
+# --- occupancy ----------------------------------------------------------------------------
+
+
+class OccupancyBucket(BaseModel):
+    """People in view over one bucket. Per minute the cameras' average counts are summed
+    (a site's or device's occupancy); ``people_avg`` is the mean of those minutes, and
+    ``people_max`` the highest minute, summing each camera's highest sample (for one
+    camera: the highest count it reported)."""
+
+    start: datetime
+    key: dict[str, str | None] | None = Field(
+        default=None, description="The group, with group_by; null without."
+    )
+    people_avg: float
+    people_max: int
+    minutes: int = Field(description="Minutes with at least one sample.")
+    samples: int
+
+
+class OccupancyResponse(BaseModel):
+    """Occupancy over ``[start, end)`` at a minute's resolution (UTC)."""
+
+    start: datetime
+    end: datetime
+    bucket: Bucket
+    device_id: str | None
+    camera_id: str | None
+    site: str | None
+    group_by: list[OccupancyGroupBy]
+    buckets: list[OccupancyBucket]
+
+
+class CurrentOccupancy(BaseModel):
+    """A camera's latest occupancy sample."""
+
+    device_id: str
+    camera_id: str
+    people: int
+    at: datetime
+    site: str | None = None
+    name: str | None = None
+
+
+class CurrentOccupancyResponse(BaseModel):
+    """Every matching camera's latest sample and their sum."""
+
+    source: Literal["redis", "database"]
+    total: int
+    cameras: list[CurrentOccupancy]
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+class HourCounts(Counts):
+    """One UTC hour of the day."""
+
+    hour: int = Field(ge=0, le=23)
+    start: datetime
+
+
+class CameraDay(BaseModel):
+    """One camera's day: totals (people, gender, age bands, first visits and returns,
+    average age and dwell) and the 24 hours that make them up."""
+
+    device_id: str
+    camera_id: str
+    name: str | None = None
+    site: str | None = None
+    location: str | None = None
+    totals: Counts
+    hours: list[HourCounts]
+
+
+class DailyReport(BaseModel):
+    """Every matching camera's day (UTC), registered cameras included with zeros."""
+
+    date: str
+    start: datetime
+    end: datetime
+    cameras: list[CameraDay]
+
+
+class LiveToken(BaseModel):
+    """A token that opens ``/v1/live/events`` for ``expires_in`` seconds."""
+
+    token: str
+    expires_at: datetime
+    expires_in: int

@@ -98,6 +98,24 @@ class HubSettings(BaseSettings):
     redis_url: str | None = "redis://127.0.0.1:6379/0"
     recent_ttl_s: int = Field(default=3600, ge=1)
     recent_max_per_camera: int = Field(default=500, ge=1)
+    live_stream_max: int = Field(
+        default=10_000,
+        ge=100,
+        description="Entries each Redis live stream keeps (events, occupancy, status): how "
+        "far back a reconnecting /v1/live/events client can resume.",
+    )
+    live_token_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="HMAC key for /v1/live tokens (32+ characters); hubs behind one load "
+        "balancer need the same. Unset: a random key per process.",
+    )
+    live_token_ttl_s: int = Field(
+        default=60, ge=5, le=86_400, description="How long a live token may open a stream."
+    )
+    export_batch_rows: int = Field(
+        default=2_000, ge=10, le=50_000, description="Rows per database read of an export."
+    )
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -157,6 +175,23 @@ class HubSettings(BaseSettings):
 
         plain = events_subscription(self.topic_root)
         return f"$share/{self.share_group}/{plain}" if self.share_group else plain
+
+    def _subscription(self, plain: str, shared: bool) -> str:
+        return f"$share/{self.share_group}/{plain}" if shared and self.share_group else plain
+
+    @property
+    def telemetry_filters(self) -> list[str]:
+        """Status, health and occupancy subscriptions. Status is never shared: brokers send
+        no retained messages to shared subscriptions, and the retained status is how a hub
+        learns the state of devices that connected before it; every hub stores it (an
+        idempotent upsert). Health and occupancy are shared like events."""
+        from edge_agent.contract import Channel, subscription
+
+        return [
+            self._subscription(subscription(Channel.STATUS, self.topic_root), shared=False),
+            self._subscription(subscription(Channel.HEALTH, self.topic_root), shared=True),
+            self._subscription(subscription(Channel.OCCUPANCY, self.topic_root), shared=True),
+        ]
 
     @property
     def api_url(self) -> str:

@@ -212,7 +212,8 @@ def check_all(db: StorageDb, events: Sequence[PersonEvent], now: datetime) -> No
 def test_migrations_build_each_backend(storage: StorageDb) -> None:
     settings = settings_for(storage)
     applied = run(prepare_database(storage.url, settings))
-    assert applied[-1] == f"004_storage.{storage.backend}.sql"
+    assert f"004_storage.{storage.backend}.sql" in applied
+    assert applied[-1] == f"006_occupancy_storage.{storage.backend}.sql"
     assert run(prepare_database(storage.url, settings)) == []  # nothing twice
 
     async def inspect(conn: asyncpg.Connection) -> dict[str, Any]:
@@ -419,6 +420,8 @@ def test_upgrade_from_a_deployed_database(storage: StorageDb) -> None:
     assert run(prepare_database(storage.url, settings)) == [
         "003_cameras.sql",
         f"004_storage.{storage.backend}.sql",
+        "005_device_state.sql",
+        f"006_occupancy_storage.{storage.backend}.sql",
     ]
     register_cameras(storage)
     assert store(storage, events) == set()  # the copied rows still dedupe redeliveries
