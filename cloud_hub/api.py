@@ -98,6 +98,11 @@ _BAD_QUERY: dict[int | str, dict[str, Any]] = {
 _DB_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"description": "The database (or, for live data, Redis) is unreachable."}
 }
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or one the hub does not know."},
+    403: {"description": "The key's scope is too small."},
+}
+_BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not JSON."}}
 _HEARTBEAT_S = 15.0
 
 
@@ -215,7 +220,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         app.add_exception_handler(error, unavailable)
 
     # Everything on this router needs a read key; admin endpoints add RequireAdmin.
-    api = APIRouter(dependencies=[RequireRead], responses={**_DB_DOWN})
+    api = APIRouter(dependencies=[RequireRead], responses={**_AUTH, **_DB_DOWN})
 
     # --- statistics ------------------------------------------------------------------------
 
@@ -453,7 +458,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         response_model=Camera,
         status_code=201,
         dependencies=[RequireAdmin],
-        responses={409: {"description": "Registered already."}},
+        responses={409: {"description": "Registered already."}, **_BAD_BODY},
         tags=["cameras"],
     )
     async def post_camera(request: Request, camera: CameraCreate) -> Camera:
@@ -480,7 +485,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         "/v1/cameras/{device_id}/{camera_id}",
         response_model=Camera,
         dependencies=[RequireAdmin],
-        responses=_NOT_FOUND,
+        responses={**_NOT_FOUND, **_BAD_BODY},
         tags=["cameras"],
     )
     async def patch_camera(
@@ -562,6 +567,8 @@ def create_app(settings: HubSettings) -> FastAPI:
                 "with `id`), `event: occupancy`, `event: status`.",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
+            **_AUTH,
+            422: {"description": "A parameter is invalid."},
             503: {"description": "Redis (the live cache) is off."},
         },
         tags=["live"],
@@ -656,7 +663,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         "/metrics",
         dependencies=[] if settings.metrics_public else [RequireMetrics],
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **_AUTH},
         tags=["operations"],
     )
     async def metrics() -> Response:

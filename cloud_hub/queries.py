@@ -188,10 +188,6 @@ _MEASURES = """count(*) AS events, count(*) FILTER (WHERE e.return_of IS NULL) A
        sum(e.dwell_s::double precision) AS dwell_sum"""
 _SUMS = """sum(r.events) AS events, sum(r.visitors) AS visitors, sum(r.age_sum) AS age_sum,
        sum(r.age_n) AS age_n, sum(r.dwell_sum) AS dwell_sum"""
-_PENDING_HOUR = """NOT EXISTS (SELECT 1 FROM rollup_pending_hours q
-                  WHERE q.device_id = r.device_id AND q.hour = r.bucket)"""
-_PENDING_DAY = """NOT EXISTS (SELECT 1 FROM rollup_pending_days q
-                  WHERE q.device_id = r.device_id AND q.day = r.bucket)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +212,8 @@ class _Statement:
     args: list[object] = field(default_factory=list)
     branches: list[str] = field(default_factory=list)
     _filter_params: dict[str, str] = field(default_factory=dict)
+    _pending: dict[str, tuple[list[str], list[datetime]]] = field(default_factory=dict)
+    _pending_names: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.args.append(self.bucket)
@@ -282,13 +280,45 @@ WHERE r.bucket >= {self.param(lo)} AND r.bucket < {self.param(hi)}{self._where("
 GROUP BY {group}"""
         )
 
+    def set_pending(self, hours: Sequence[tuple[str, datetime]], daily_mark: datetime) -> None:
+        """Plain: the (device, hour)s below the hourly watermark that late events changed
+        and the hub has not re-aggregated yet (``rollup_pending_hours``), read in the same
+        snapshot. Their rollup rows are stale, so they are read from raw events, as the
+        views do; usually there are none, and the statement has no such branches."""
+        days = sorted({(d, h.replace(hour=0)) for d, h in hours if h.replace(hour=0) < daily_mark})
+        for name, pairs in (("hours", hours), ("days", days)):
+            if pairs:
+                self._pending[name] = ([d for d, _ in pairs], [t for _, t in pairs])
+
+    def _pending_params(self, name: str) -> tuple[str, str] | None:
+        """The parameters holding pending hours or days (added on first use, as a
+        parameter no branch uses would have no type)."""
+        if name not in self._pending:
+            return None
+        if name not in self._pending_names:
+            devices, times = self._pending[name]
+            self._pending_names[name] = (self.param(devices), self.param(times))
+        return self._pending_names[name]
+
+    def _not_pending(self, days: bool) -> str:
+        pending = self._pending_params("days" if days else "hours")
+        if pending is None:
+            return ""
+        devices, buckets = pending
+        return f"""NOT EXISTS (SELECT 1 FROM unnest({devices}::text[], {buckets}::timestamptz[])
+                    AS q(device_id, bucket)
+                  WHERE q.device_id = r.device_id AND q.bucket = r.bucket)"""
+
     def pending_raw(self, lo: datetime, hi: datetime) -> None:
-        """Plain: the (device, hour)s in ``[lo, hi)`` late events changed since the last
-        upkeep round, from raw events (as the views do)."""
+        """Plain: the pending (device, hour)s in ``[lo, hi)``, from raw events."""
+        pending = self._pending_params("hours")
+        if pending is None:
+            return
+        devices, hours = pending
         dims, group = self._dims("e", raw=True)
         self.branches.append(
             f"""SELECT date_trunc($1, e.last_seen, 'UTC') AS bucket, {dims}, {_MEASURES}
-FROM rollup_pending_hours p
+FROM unnest({devices}::text[], {hours}::timestamptz[]) AS p(device_id, hour)
 JOIN person_events e ON e.device_id = p.device_id
  AND e.last_seen >= p.hour AND e.last_seen < p.hour + interval '1 hour'
 WHERE p.hour >= {self.param(lo)} AND p.hour < {self.param(hi)}{self._where("e", True)}
@@ -296,15 +326,20 @@ GROUP BY {group}"""
         )
 
     def pending_day_hours(self, lo: datetime, hi: datetime) -> None:
-        """Plain: the hourly rollups of the (device, day)s holding pending hours."""
+        """Plain: the hourly rollups of the (device, day)s holding pending hours, but for
+        those hours (their daily rollup is stale as a whole)."""
+        pending = self._pending_params("days")
+        if pending is None:
+            return
+        devices, days = pending
         dims, group = self._dims("r", raw=False)
         self.branches.append(
             f"""SELECT date_trunc($1, r.bucket, 'UTC') AS bucket, {dims}, {_SUMS}
-FROM rollup_pending_days p
+FROM unnest({devices}::text[], {days}::timestamptz[]) AS p(device_id, day)
 JOIN stats_hourly_rollup r ON r.device_id = p.device_id
  AND r.bucket >= p.day AND r.bucket < p.day + interval '1 day'
 WHERE p.day >= {self.param(lo)} AND p.day < {self.param(hi)}{self._where("r", False)}
-  AND {_PENDING_HOUR}
+  AND {self._not_pending(days=False)}
 GROUP BY {group}"""
         )
 
@@ -312,7 +347,7 @@ GROUP BY {group}"""
         """What the plain ``stats_hourly`` view answers for ``[lo, hi)``."""
         below = min(hi, hourly_mark)
         if lo < below:
-            self.rollup("stats_hourly_rollup", lo, below, _PENDING_HOUR)
+            self.rollup("stats_hourly_rollup", lo, below, self._not_pending(days=False))
             self.pending_raw(lo, below)
         above = max(lo, hourly_mark)
         if above < hi:
@@ -324,7 +359,7 @@ GROUP BY {group}"""
         """What the plain ``stats_daily`` view answers for ``[lo, hi)``."""
         below = min(hi, daily_mark)
         if lo < below:
-            self.rollup("stats_daily_rollup", lo, below, _PENDING_DAY)
+            self.rollup("stats_daily_rollup", lo, below, self._not_pending(days=True))
             self.pending_day_hours(lo, below)
             self.pending_raw(lo, below)
         above = max(lo, daily_mark)
@@ -373,7 +408,9 @@ _BEGINNING = datetime.min.replace(tzinfo=UTC)
 
 
 async def _plain_watermarks(conn: asyncpg.Connection) -> tuple[datetime, datetime] | None:
-    """The plain backend's (hourly, daily) watermarks; None on TimescaleDB."""
+    """The plain backend's (hourly, daily) watermarks; None on TimescaleDB. Everything
+    before a watermark is materialised; the statement reads the rollup tables below it
+    and raw events above it, with the watermark as a bound the planner can see."""
     if not await conn.fetchval("SELECT to_regclass('rollup_watermarks') IS NOT NULL"):
         return None
     row = await conn.fetchrow(
@@ -413,6 +450,9 @@ async def stats_rows(
         # Bounds are parameters; a cached generic plan would not see their values.
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         marks = await _plain_watermarks(conn) if direct else None
+        if marks is not None:
+            pending = await conn.fetch("SELECT device_id, hour FROM rollup_pending_hours")
+            statement.set_pending([(r["device_id"], r["hour"]) for r in pending], marks[1])
         for span in plan_spans(start, end, bucket):
             if span.source == "person_events":
                 statement.raw(span.start, span.end)

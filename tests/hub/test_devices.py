@@ -159,8 +159,9 @@ def test_devices_state_health_and_occupancy(hub_factory: HubFactory) -> None:
         )
         assert found["agent_version"] == "1.4.2" and found["status_at"] is None
         assert found["last_heard_at"] >= found["status_received_at"]
-        assert [d["device_id"] for d in hub.get("/v1/devices?state=offline")] == ["dev-s"]
-        assert hub.get("/v1/devices?state=online") == []
+        # (The database is shared with other tests: only this test's device is checked.)
+        assert "dev-s" in [d["device_id"] for d in hub.get("/v1/devices?state=offline")]
+        assert "dev-s" not in [d["device_id"] for d in hub.get("/v1/devices?state=online")]
         assert hub.request("/v1/devices/dev-none")[0] == 404
     finally:
         # Decommissioned: the retained status cleared; the device stays for its events.
