@@ -154,8 +154,8 @@ def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
     for meter in meters:
         for stage, values in meter.times.samples.items():
             samples.setdefault(stage, []).extend(values)
-    per_batch = scheduler.estimate_times.samples
-    networks_ms = sum(sum(per_batch.get(s, [])) for s in ("gender", "age", "age_gender"))
+    per_batch = scheduler.estimate_ms
+    networks_ms = sum(per_batch.get(s, 0.0) for s in ("gender", "age", "age_gender"))
     return {
         **spec,
         "wall_s": wall,

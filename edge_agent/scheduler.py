@@ -77,7 +77,10 @@ class Scheduler:
         self.live = live
         self.lanes: dict[str, Lane] = {}
         self.estimate_failures = 0  # batches whose estimation raised (logged)
-        self.estimate_times = StageTimes()  # every batch's per-person stages, device-wide
+        # Per-person stages, device-wide: total milliseconds and batches per stage (totals,
+        # not samples, so a long-running agent keeps constant memory).
+        self.estimate_ms: dict[str, float] = {}
+        self.estimate_batches: dict[str, int] = {}
         self.estimated_crops = 0
         self._ready: queue.Queue[Lane | None] = queue.Queue()  # each lane at most once
         self._pending: queue.Queue[EndedTracks | None] = queue.Queue(
@@ -209,7 +212,8 @@ class Scheduler:
             return
         self.estimated_crops += sum(ended.crops for ended in batch)
         for stage, values in times.samples.items():
-            self.estimate_times.samples[stage] += values
+            self.estimate_ms[stage] = self.estimate_ms.get(stage, 0.0) + sum(values)
+            self.estimate_batches[stage] = self.estimate_batches.get(stage, 0) + len(values)
         # Per-person stages ran once for the whole batch: each camera in it saw that time.
         for pipeline in {id(e.pipeline): e.pipeline for e in batch}.values():
             for stage, values in times.samples.items():

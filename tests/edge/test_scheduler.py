@@ -85,7 +85,7 @@ def test_tracks_of_two_cameras_are_estimated_in_one_batch() -> None:
         ended.append(pipeline.end_stream())
     ended = [e for e in ended if e.tracks]
     scheduler._estimate(ended)
-    assert len(scheduler.estimate_times.samples["align"]) == 1, "one batch for everything"
+    assert scheduler.estimate_batches["align"] == 1, "one batch for everything"
     assert {e.camera_id for e in events} == {"door", "hall"}
     assert len(events) == 6
     assert [m.events for m in meters] == [3, 3]

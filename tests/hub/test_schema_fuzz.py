@@ -18,12 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from tests.conftest import HubFactory, RunningHub, make_event, publish_event_list, wait_until
-
-schemathesis = pytest.importorskip("schemathesis")  # dev dependency: schemathesis>=4
 
 EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "25"))
 
