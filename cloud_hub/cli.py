@@ -72,6 +72,36 @@ def _up(args: argparse.Namespace, settings: HubSettings) -> int:
     return asyncio.run(run_up(settings, args.source, exit_after_demo=args.exit_after_demo))
 
 
+def _simulate(args: argparse.Namespace, settings: HubSettings) -> int:
+    from cloud_hub.simulate import SimConfig, run_simulation
+
+    if args.count is None and args.duration is None and args.rate <= 0:
+        print("--rate 0 (as fast as possible) needs --count or --duration", file=sys.stderr)
+        return 2
+    config = SimConfig(
+        devices=args.devices,
+        cameras=args.cameras,
+        rate=args.rate,
+        duration_s=args.duration,
+        count=args.count,
+        host=args.host or settings.mqtt_host,
+        port=args.port or settings.mqtt_port,
+        topic_root=args.topic_root or settings.topic_root,
+        seed=args.seed,
+        protocol=args.protocol or settings.mqtt_protocol,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        inflight=args.inflight,
+        health_interval_s=args.health_interval,
+        occupancy_interval_s=args.occupancy_interval,
+        backfill_days=args.backfill_days,
+        device_prefix=args.prefix,
+    )
+    summary = run_simulation(config)
+    total = config.total_events()
+    return 0 if total is None or summary.events >= total else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; settings come from ``HUB_*`` environment variables."""
     parser = argparse.ArgumentParser(
@@ -101,6 +131,38 @@ def build_parser() -> argparse.ArgumentParser:
     from cloud_hub.security_cli import add_security_commands
 
     add_security_commands(sub)
+
+    sim = sub.add_parser(
+        "simulate", help="a fleet of simulated devices publishing contract-valid messages"
+    )
+    sim.add_argument("--devices", type=int, default=10, help="devices (one MQTT client each)")
+    sim.add_argument("--cameras", type=int, default=2, help="cameras per device (1-64)")
+    sim.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help="events per second overall (0: as fast as possible)",
+    )
+    sim.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    sim.add_argument("--count", type=int, help="events to send, then stop")
+    sim.add_argument("--host", help="broker host (default HUB_MQTT_HOST)")
+    sim.add_argument("--port", type=int, help="broker port (default HUB_MQTT_PORT)")
+    sim.add_argument("--topic-root", help="topic root (default HUB_TOPIC_ROOT)")
+    sim.add_argument("--protocol", choices=["5", "3.1.1"], help="default HUB_MQTT_PROTOCOL")
+    sim.add_argument("--seed", type=int, default=0, help="same seed, same fleet and events")
+    sim.add_argument("--prefix", default="sim", help="device ids are <prefix>-000, ...")
+    sim.add_argument(
+        "--inflight", type=int, default=1000, help="unacknowledged QoS 1 messages at most"
+    )
+    sim.add_argument("--health-interval", type=float, default=10.0, help="seconds")
+    sim.add_argument("--occupancy-interval", type=float, default=10.0, help="seconds")
+    sim.add_argument(
+        "--backfill-days",
+        type=float,
+        default=0.0,
+        help="spread event times over the last N days with a daily traffic shape (default: now)",
+    )
+    sim.set_defaults(func=_simulate)
 
     up = sub.add_parser(
         "up", help="first run: start what is missing, the hub, and an agent on a video"
