@@ -38,3 +38,7 @@ if ! answers 1883; then
   wait_for 1883 Mosquitto
 fi
 echo "services: PostgreSQL, Redis and Mosquitto answer on 127.0.0.1"
+# The dashboard's browser test (tests/hub/test_dashboard.py) drives Debian's Chromium
+# headless through Playwright (no browser download).
+command -v chromium >/dev/null || apt_install chromium
+echo "services: $(chromium --version 2>/dev/null || echo 'chromium missing')"

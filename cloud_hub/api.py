@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from cloud_hub import __version__, queries
+from cloud_hub import __version__, dashboard, queries
 from cloud_hub.apikeys import ApiKey, parse_api_keys
 from cloud_hub.auth import (
     LIVE_COOKIE,
@@ -556,6 +556,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         )
 
     app.include_router(api)
+    app.include_router(dashboard.router)  # /dashboard: the page, no key needed to load it
 
     @app.get(
         "/v1/live/events",
