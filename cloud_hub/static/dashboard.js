@@ -424,7 +424,7 @@ async function openLive(resume = false) {
   source.addEventListener("event", (message) => {
     state.lastId = message.lastEventId || state.lastId;
     addFeed(JSON.parse(message.data));
-    later("refreshTimer", load, 2000); // the charts follow, at most every 2 s
+    later("refreshTimer", load, 5000); // the charts follow, at most every 5 s
   });
   source.addEventListener("status", () => later("devicesTimer", loadDevices, 1000));
   source.addEventListener("error", () => {

@@ -170,8 +170,15 @@ def test_dashboard_in_headless_chromium(
     page = context.new_page()
     requests: list[str] = []
     page_errors: list[str] = []
+    console_errors: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("pageerror", lambda e: page_errors.append(str(e)))
+    page.on(
+        "console",
+        lambda m: (
+            console_errors.append(f"{m.text} {m.location['url']}") if m.type == "error" else 0
+        ),
+    )
     try:
         page.goto(f"{hub.base_url}/dashboard")
 
@@ -260,6 +267,8 @@ def test_dashboard_in_headless_chromium(
         context.close()
 
     assert not page_errors, page_errors
+    # The one error: the unknown key's 401.
+    assert [e for e in console_errors if "status of 401" not in e] == [], console_errors
     foreign = [u for u in requests if not u.startswith(hub.base_url + "/")]
     assert not foreign, f"the page fetched from elsewhere: {foreign}"
     assert any("/v1/live/events" in u and "token=" not in u for u in requests)
