@@ -395,7 +395,7 @@ async function mintToken() {
   const minted = await api("/v1/live/token", { method: "POST" });
   clearTimeout(state.tokenTimer);
   // Renew before it expires, so EventSource's own reconnects find a valid cookie.
-  state.tokenTimer = setTimeout(() => mintToken().catch(fail), Math.max(5, minted.expires_in * 0.75) * 1000);
+  state.tokenTimer = setTimeout(() => mintToken().catch(fail), Math.max(2, minted.expires_in * 0.75) * 1000);
 }
 
 function closeLive() {
