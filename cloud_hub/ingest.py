@@ -1,9 +1,13 @@
 """MQTT ingest: receive events, write them in batches, acknowledge only after commit.
 
-paho-mqtt owns the network loop in its own thread; its callbacks only put messages on a
-bounded asyncio queue. One consumer task validates, stores and acks in receive order,
+paho-mqtt owns the network loop in its own thread; its message callback only appends to a
+bounded inbox (a deque guarded by a semaphore, waking the event loop only when the
+consumer waits for it). One consumer task validates, stores and acks in receive order,
 so a hub killed at any point loses nothing: unacked messages are redelivered and the
-idempotent insert ignores the ones it already has.
+idempotent insert ignores the ones it already has. While one batch is being written the
+consumer already collects and validates the next; its write starts only once the previous
+batch has committed and been acknowledged, so acks stay in arrival order. Redis is
+updated by a task of its own after each commit, in commit order.
 
 Besides events the hub takes each device's status, health and occupancy
 (``cloud_hub.telemetry``) through the same queue and batches: stored in their own
@@ -13,10 +17,11 @@ transaction after the events, acknowledged with them, then pushed to Redis.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +30,7 @@ from typing import Any, TypeVar
 import asyncpg
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -46,6 +51,81 @@ _TELEMETRY = (Channel.STATUS, Channel.HEALTH, Channel.OCCUPANCY)
 T = TypeVar("T")
 
 
+class _Client(mqtt.Client):
+    """paho's client reading the socket 64 KiB at a time instead of a few bytes per call,
+    and handling every complete packet per wake-up (paho handles one packet per ``select``
+    when nothing of its own is in flight, as for a subscriber): the same protocol handling,
+    a fraction of the system calls and loop passes per message."""
+
+    _rbuf: bytes = b""
+    _rpos: int = 0
+    _rsock: object = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rsock is not self._sock:  # a new connection: nothing buffered is valid
+            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        if self._rpos >= len(self._rbuf):
+            data: bytes = super()._sock_recv(65536)
+            if not data:
+                return data
+            self._rbuf, self._rpos = data, 0
+        end = self._rpos + bufsize
+        chunk = self._rbuf[self._rpos : end]
+        self._rpos = end
+        return chunk
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """QoS 0/1 PUBLISH without properties (every contract message) decoded in a few
+        slices, skipping the MQTT 5 ``Properties`` object paho builds for each message (a
+        dozen microseconds); anything else (QoS 2, properties, a topic alias) goes through
+        paho's own decoder."""
+        command: int = self._in_packet["command"]
+        packet: bytearray = self._in_packet["packet"]
+        qos = (command & 0x06) >> 1
+        if qos > 1 or len(packet) < 2:
+            return self._full_publish()
+        topic_len = (packet[0] << 8) | packet[1]
+        pos = 2 + topic_len
+        mid = 0
+        if qos:
+            if len(packet) < pos + 2:
+                return self._full_publish()
+            mid = (packet[pos] << 8) | packet[pos + 1]
+            pos += 2
+        if self._protocol == mqtt.MQTTv5:
+            if len(packet) <= pos or packet[pos] != 0:  # properties present
+                return self._full_publish()
+            pos += 1
+        if topic_len == 0:
+            return self._full_publish()
+        message = mqtt.MQTTMessage(mid=mid, topic=bytes(packet[2 : 2 + topic_len]))
+        message.dup = bool(command & 0x08)
+        message.qos = qos
+        message.retain = bool(command & 0x01)
+        message.payload = bytes(packet[pos:])
+        message.timestamp = time.monotonic()
+        self._handle_on_message(message)
+        if qos == 1 and not self._manual_ack:
+            rc: MQTTErrorCode = self._send_puback(mid)
+            return rc
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _full_publish(self) -> MQTTErrorCode:
+        rc: MQTTErrorCode = super()._handle_publish()
+        return rc
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        while True:  # until the socket has nothing more (the broker's window bounds this)
+            rc: MQTTErrorCode = self._packet_read()
+            if rc > 0:
+                handled: MQTTErrorCode = self._loop_rc_handle(rc)
+                return handled
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """One message as the network thread handed it over."""
@@ -58,6 +138,16 @@ class Received:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A validated batch, ready to be written."""
+
+    batch: list[Received]
+    events: list[PersonEvent] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    other: telemetry.TelemetryBatch = field(default_factory=telemetry.TelemetryBatch)
+
+
 class MqttIngest:
     """Subscribes to every device's events and feeds them to the database in batches."""
 
@@ -65,7 +155,19 @@ class MqttIngest:
         self._settings = settings
         self._pool = pool
         self._cache = cache
-        self._queue: asyncio.Queue[Received] = asyncio.Queue(maxsize=settings.queue_size)
+        # The inbox: appended by paho's thread, drained by the consumer. ``_space`` bounds
+        # it (a full inbox blocks paho's thread: the broker then stops at its inflight
+        # window); ``_wakeup`` is set from paho's thread only while the consumer waits.
+        self._inbox: deque[Received] = deque()
+        self._space = threading.Semaphore(settings.queue_size)
+        self._inbox_lock = threading.Lock()
+        self._consumer_waiting = False
+        self._wakeup = asyncio.Event()
+        self._channels: dict[str, Channel | None] = {}
+        self._cache_queue: asyncio.Queue[tuple[list[PersonEvent], telemetry.TelemetryBatch]] = (
+            asyncio.Queue(maxsize=4)
+        )
+        self._cache_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client = self._make_client()
         self._session = 0
@@ -78,7 +180,7 @@ class MqttIngest:
     def _make_client(self) -> mqtt.Client:
         s = self._settings
         v5 = s.mqtt_protocol == "5"
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             clean_session=None if v5 else False,
@@ -135,17 +237,18 @@ class MqttIngest:
             log.warning("mqtt_disconnected", reason=str(reason))
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None
-        metrics.MESSAGES_RECEIVED.inc()
         item = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session)
-        future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
         # Blocking here is the backpressure: the broker stops sending past its inflight window.
-        while not self._stopping.is_set():
-            try:
-                future.result(timeout=1.0)
+        while not self._space.acquire(timeout=1.0):
+            if self._stopping.is_set():
                 return
-            except concurrent.futures.TimeoutError:
-                continue
+        with self._inbox_lock:
+            self._inbox.append(item)
+            wake = self._consumer_waiting
+            self._consumer_waiting = False
+        if wake:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._wakeup.set)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -175,33 +278,86 @@ class MqttIngest:
     # --- consumer: batch, store, ack --------------------------------------------------
 
     async def run(self) -> None:
-        """Write batches forever; cancel to stop (an unfinished batch is simply not acked)."""
-        while True:
-            batch = await self._next_batch()
-            await self.handle(batch)
+        """Write batches forever; cancel to stop (an unfinished batch is simply not acked).
+
+        Two batches overlap at most: the next one is collected and validated while the
+        previous one is written, and is written only after that one committed and was
+        acknowledged."""
+        self._cache_task = asyncio.create_task(self._cache_worker(), name="ingest-cache")
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch = await self._next_batch()
+                prepared = self._prepare(batch)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._commit(prepared))
+        finally:
+            for task in (writing, self._cache_task):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    def _take(self, limit: int) -> list[Received]:
+        taken: list[Received] = []
+        inbox = self._inbox
+        while inbox and len(taken) < limit:
+            taken.append(inbox.popleft())
+        if taken:
+            self._space.release(len(taken))
+            metrics.MESSAGES_RECEIVED.inc(len(taken))
+        return taken
+
+    async def _wait_for_items(self, timeout: float | None) -> None:
+        with self._inbox_lock:
+            if self._inbox:
+                return
+            self._consumer_waiting = True
+            self._wakeup.clear()
+        try:
+            if timeout is None:
+                await self._wakeup.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+        finally:
+            with self._inbox_lock:
+                self._consumer_waiting = False
 
     async def _next_batch(self) -> list[Received]:
-        batch = [await self._queue.get()]
+        size = self._settings.batch_size
+        batch = self._take(size)
+        while not batch:
+            await self._wait_for_items(None)
+            batch = self._take(size)
         deadline = time.monotonic() + self._settings.batch_max_wait_s
-        while len(batch) < self._settings.batch_size:
+        while len(batch) < size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        metrics.QUEUE_DEPTH.set(self._queue.qsize() + len(batch))
+            await self._wait_for_items(remaining)
+            batch.extend(self._take(size - len(batch)))
+        metrics.QUEUE_DEPTH.set(len(self._inbox) + len(batch))
         return batch
 
-    async def handle(self, batch: list[Received]) -> None:
-        """Validate, store (retrying until the database takes it), ack, then update Redis."""
-        events: list[PersonEvent] = []
-        rejected: list[Rejected] = []
-        other = telemetry.TelemetryBatch()
+    def _channel(self, topic: str) -> Channel | None:
+        """The topic's channel, remembered per topic (a fleet reuses a bounded set)."""
+        try:
+            return self._channels[topic]
+        except KeyError:
+            pass
+        if len(self._channels) >= 100_000:
+            self._channels.clear()
+        channel = self._channels[topic] = telemetry.channel_of(topic, self._settings.topic_root)
+        return channel
+
+    def _prepare(self, batch: list[Received]) -> _Prepared:
+        """Validate every message of the batch (CPU only, nothing is written yet)."""
+        prepared = _Prepared(batch)
         root = self._settings.topic_root
         for item in batch:
-            channel = telemetry.channel_of(item.topic, root)
+            channel = self._channel(item.topic)
             result: PersonEvent | telemetry.Telemetry | Rejected
             if channel in _TELEMETRY:
                 assert channel is not None
@@ -210,13 +366,26 @@ class MqttIngest:
                 )
             else:
                 result = validate(item.topic, item.payload, root)
-            if isinstance(result, Rejected):
-                rejected.append(result)
-            elif isinstance(result, PersonEvent):
-                events.append(result)
+            if isinstance(result, PersonEvent):
+                prepared.events.append(result)
+            elif isinstance(result, Rejected):
+                prepared.rejected.append(result)
             else:
-                other.add(result)
+                prepared.other.add(result)
+        return prepared
 
+    async def handle(self, batch: list[Received]) -> None:
+        """Validate, store (retrying until the database takes it), ack, then update Redis."""
+        await self._commit(self._prepare(batch))
+
+    async def _commit(self, prepared: _Prepared) -> None:
+        """Store (retrying until the database takes it), ack, then hand over to Redis."""
+        batch, events, rejected, other = (
+            prepared.batch,
+            prepared.events,
+            prepared.rejected,
+            prepared.other,
+        )
         started = time.perf_counter()
         new_ids = await self._store_with_retry(events, rejected)
         if other:
@@ -238,10 +407,30 @@ class MqttIngest:
             )
         metrics.EVENTS_STORED.inc(len(new_ids))
         metrics.EVENTS_DUPLICATE.inc(len(events) - len(new_ids))
-        metrics.QUEUE_DEPTH.set(self._queue.qsize())
-        await self._cache.push([e for e in events if e.event_id in new_ids])
+        metrics.QUEUE_DEPTH.set(len(self._inbox))
+        fresh = [e for e in events if e.event_id in new_ids]
+        if not (fresh or other):
+            return
+        if self._cache_task is None:  # not running (tests calling handle directly)
+            await self._push_cache(fresh, other)
+        else:
+            await self._cache_queue.put((fresh, other))
+
+    async def _push_cache(self, events: list[PersonEvent], other: telemetry.TelemetryBatch) -> None:
+        await self._cache.push(events)
         if other:
             await self._cache.push_telemetry(other)
+
+    async def _cache_worker(self) -> None:
+        """Redis after the commits, in commit order, without holding up the next write."""
+        while True:
+            events, other = await self._cache_queue.get()
+            try:
+                await self._push_cache(events, other)
+            except Exception:  # a cache bug must not stop ingest; LiveCache logs Redis errors
+                log.exception("live_cache_update_failed")
+            finally:
+                self._cache_queue.task_done()
 
     def _ack(self, batch: list[Received]) -> None:
         with self._session_lock:
