@@ -104,7 +104,12 @@ class _Client(mqtt.Client):
         message.retain = bool(command & 0x01)
         message.payload = bytes(packet[pos:])
         message.timestamp = time.monotonic()
-        self._handle_on_message(message)
+        # The hub registers no per-topic callbacks (message_callback_add), so paho's topic
+        # matching for them is skipped; on_message gets every message.
+        callback = self.on_message
+        if callback is not None:
+            with self._in_callback_mutex:
+                callback(self, self._userdata, message)
         if qos == 1 and not self._manual_ack:
             rc: MQTTErrorCode = self._send_puback(mid)
             return rc
@@ -135,7 +140,7 @@ class Received:
     mid: int
     qos: int
     session: int  # Acks are only valid on the connection that delivered the message.
-    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    received_at: float = field(default_factory=time.time)  # a datetime only where needed
 
 
 @dataclass(slots=True)
@@ -361,9 +366,8 @@ class MqttIngest:
             result: PersonEvent | telemetry.Telemetry | Rejected
             if channel in _TELEMETRY:
                 assert channel is not None
-                result = telemetry.validate(
-                    channel, item.topic, item.payload, root, item.received_at
-                )
+                received = datetime.fromtimestamp(item.received_at, UTC)
+                result = telemetry.validate(channel, item.topic, item.payload, root, received)
             else:
                 result = validate(item.topic, item.payload, root)
             if isinstance(result, PersonEvent):
