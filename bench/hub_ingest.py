@@ -605,9 +605,10 @@ def _row(result: Result, batch: int | str) -> str:
     )
     cpu = f"{result.hub_cpu_s / result.stored * 1e6:6.0f}" if result.hub_cpu_s else f"{'-':>6}"
     pub = f"{result.publisher_rate:9,.0f}" if result.publisher_rate else f"{'-':>9}"
+    gap = f"{result.notify_gap_ms:6.1f}" if result.notify_gap_ms else f"{'-':>6}"
     return (
         f"{result.label:<17} {batch!s:>6} {result.stored:>7}/{result.events:<7} "
-        f"{result.rate:9,.0f} {pub} {lat} {cpu}"
+        f"{result.rate:9,.0f} {pub} {lat} {cpu} {gap}"
     )
 
 
@@ -637,7 +638,7 @@ def main() -> None:
     )
     header = (
         f"{'run':<17} {'batch':>6} {'stored':>15} {'events/s':>9} {'pub/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'hub µs/ev':>6}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'hub µs/ev':>6} {'gap ms':>6}"
     )
     broker = Broker(args.broker)
     rows: list[str] = []
