@@ -127,7 +127,11 @@ class _Client(mqtt.Client):
             if rc > 0:
                 handled: MQTTErrorCode = self._loop_rc_handle(rc)
                 return handled
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or self._sock is None:
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            # AGAIN with bytes still buffered (paho gives up on a huge packet after 100
+            # reads): go on, as select() cannot see what this buffer holds.
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
