@@ -9,6 +9,10 @@ the same snapshot, and then the rollup tables below them and ``person_events`` a
 them with those times as bounds, rather than the ``stats_hourly``/``stats_daily`` views:
 inside the views the bound is a sub-select, which the planner cannot see, so it guessed a
 third of all events above the watermark and scanned whole partitions (docs/hub.md).
+Statements without a device, camera or site filter or per-camera grouping read the
+fleet-wide rollup tables there (``stats_*_fleet_rollup``, summed over cameras by
+triggers), which hold hundreds of times fewer rows than the per-camera ones at fleet
+scale (docs/hub.md, "Query performance").
 """
 
 from __future__ import annotations
@@ -214,6 +218,8 @@ class _Statement:
     _filter_params: dict[str, str] = field(default_factory=dict)
     _pending: dict[str, tuple[list[str], list[datetime]]] = field(default_factory=dict)
     _pending_names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Plain: read the fleet-wide rollups (no device or camera dimension) where they answer.
+    fleet: bool = False
 
     def __post_init__(self) -> None:
         self.args.append(self.bucket)
@@ -343,10 +349,18 @@ WHERE p.day >= {self.param(lo)} AND p.day < {self.param(hi)}{self._where("r", Fa
 GROUP BY {group}"""
         )
 
+    def _fleet_answers(self) -> bool:
+        """Plain: whether the fleet-wide rollups answer this statement: no device, camera
+        or site filter, no per-camera grouping, and no pending late-event hours (whose
+        device's rollup rows must be left out)."""
+        return self.fleet and not self.per_camera and not self._pending
+
     def plain_hourly(self, lo: datetime, hi: datetime, hourly_mark: datetime) -> None:
         """What the plain ``stats_hourly`` view answers for ``[lo, hi)``."""
         below = min(hi, hourly_mark)
-        if lo < below:
+        if lo < below and self._fleet_answers():
+            self.rollup("stats_hourly_fleet_rollup", lo, below)
+        elif lo < below:
             self.rollup("stats_hourly_rollup", lo, below, self._not_pending(days=False))
             self.pending_raw(lo, below)
         above = max(lo, hourly_mark)
@@ -358,7 +372,9 @@ GROUP BY {group}"""
     ) -> None:
         """What the plain ``stats_daily`` view answers for ``[lo, hi)``."""
         below = min(hi, daily_mark)
-        if lo < below:
+        if lo < below and self._fleet_answers():
+            self.rollup("stats_daily_fleet_rollup", lo, below)
+        elif lo < below:
             self.rollup("stats_daily_rollup", lo, below, self._not_pending(days=True))
             self.pending_day_hours(lo, below)
             self.pending_raw(lo, below)
@@ -453,6 +469,11 @@ async def stats_rows(
         if marks is not None:
             pending = await conn.fetch("SELECT device_id, hour FROM rollup_pending_hours")
             statement.set_pending([(r["device_id"], r["hour"]) for r in pending], marks[1])
+            statement.fleet = device_id is None and camera_id is None and site is None
+            if statement.fleet:  # a database migrated before 007 has none
+                statement.fleet = await conn.fetchval(
+                    "SELECT to_regclass('stats_daily_fleet_rollup') IS NOT NULL"
+                )
         for span in plan_spans(start, end, bucket):
             if span.source == "person_events":
                 statement.raw(span.start, span.end)

@@ -213,7 +213,7 @@ def test_migrations_build_each_backend(storage: StorageDb) -> None:
     settings = settings_for(storage)
     applied = run(prepare_database(storage.url, settings))
     assert f"004_storage.{storage.backend}.sql" in applied
-    assert applied[-1] == f"006_occupancy_storage.{storage.backend}.sql"
+    assert f"006_occupancy_storage.{storage.backend}.sql" in applied
     assert run(prepare_database(storage.url, settings)) == []  # nothing twice
 
     async def inspect(conn: asyncpg.Connection) -> dict[str, Any]:
@@ -422,7 +422,7 @@ def test_upgrade_from_a_deployed_database(storage: StorageDb) -> None:
         f"004_storage.{storage.backend}.sql",
         "005_device_state.sql",
         f"006_occupancy_storage.{storage.backend}.sql",
-    ]
+    ] + (["007_fleet_rollups.plain.sql"] if storage.backend == "plain" else [])
     register_cameras(storage)
     assert store(storage, events) == set()  # the copied rows still dedupe redeliveries
     check_all(storage, events, now)
