@@ -42,3 +42,8 @@ echo "services: PostgreSQL, Redis and Mosquitto answer on 127.0.0.1"
 # headless through Playwright (no browser download).
 command -v chromium >/dev/null || apt_install chromium
 echo "services: $(chromium --version 2>/dev/null || echo 'chromium missing')"
+# Debian tools the fleet tests need (debootstrap targets, sshd, qemu ...): each area keeps
+# its own list in .ci/<area>-tools.sh, idempotent like this file.
+for tools in "$(dirname "$0")"/*-tools.sh; do
+  [ -e "$tools" ] && bash "$tools"
+done
