@@ -41,3 +41,22 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) models/dist models/cache
+
+# The device image (docs/firmware.md): a flashable disk image for IMAGE_ARCH (amd64 or
+# arm64) in build/firmware/; the debootstrapped root and the wheelhouse are cached in
+# ~/.cache/audience-edge/firmware. `make image-test` boots the amd64 image under qemu.
+.PHONY: image image-test
+IMAGE_ARCH ?= amd64
+IMAGE_INPUTS := $(shell git ls-files firmware_images edge_agent pyproject.toml 2>/dev/null)
+
+build/firmware/edge-%.img: $(IMAGE_INPUTS) models/dist/manifest.json | $(VENV)/.installed
+	.ci/image-tools.sh --all
+	firmware_images/build.sh $*
+
+image: $(VENV)/.installed models/dist/manifest.json
+	.ci/image-tools.sh --all
+	firmware_images/build.sh $(IMAGE_ARCH)
+
+image-test: build/firmware/edge-amd64.img
+	.ci/image-tools.sh --all
+	$(BIN)/python -m pytest -m image tests/firmware

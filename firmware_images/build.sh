@@ -102,6 +102,7 @@ chroot "$ROOT" /opt/edge-agent/venv/bin/python -c \
   'import cv2, onnxruntime, ai_edge_litert.interpreter, edge_agent.cli' \
   || die "the agent does not import inside the $ARCH root"
 cp -a "$HERE/rootfs/." "$ROOT/"
+install -d -m 0755 "$ROOT/boot/firmware"  # the boot partition's mount point
 install -D -m 0755 "$HERE/provision.py" "$ROOT/usr/local/lib/edge-agent/provision.py"
 install -D -m 0644 "$HERE/provision.env.example" "$ROOT/usr/local/share/edge-agent/provision.env.example"
 install -d -m 0755 "$ROOT/usr/local/share/edge-agent"
