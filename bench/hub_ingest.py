@@ -409,6 +409,7 @@ def measure_hub(
                 broker.port, args.protocol, messages, args.publishers
             )
             hub = start_hub(url, root, broker.port, args.protocol, batch, args.queue_size, redis)
+        profiler = _profile(args, hub.pid, f"{mode}{'' if redis else '-redis'}-{batch}")
         cpu0 = _cpu_s(hub.pid)
         if mode != "drain":
             rate = args.paced_rate if mode == "paced" else 0.0
@@ -422,6 +423,9 @@ def measure_hub(
             if now != stored:
                 stored, changed = now, time.monotonic()
         result.hub_cpu_s = _cpu_s(hub.pid) - cpu0
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            profiler.wait(30)
         time.sleep(0.3)  # the last notifications
         result.stored = stored
         lat, last_commit, gap = _latencies(url, events, times, listener.commits)
@@ -439,6 +443,18 @@ def measure_hub(
         listener.close()
         _run(_drop_db(name))
     return result
+
+
+def _profile(args: argparse.Namespace, pid: int, label: str) -> subprocess.Popen[bytes] | None:
+    """With ``--profile DIR``: py-spy samples the hub (all threads, idle excluded) into
+    ``DIR/{label}.txt``, collapsed stacks that ``sort | head`` or a flame graph tool read."""
+    if not args.profile:
+        return None
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--threads"]
+    command += ["--rate", "250", "-o", str(out / f"{label}.txt")]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # --- raw ceiling ---------------------------------------------------------------------
@@ -624,6 +640,7 @@ def main() -> None:
     parser.add_argument("--broker", choices=["private", "system"], default="private")
     parser.add_argument("--no-drain", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", help="py-spy the hub runs into this folder (needs py-spy)")
     args = parser.parse_args()
     configure_logging("console", "warning")
     sizes = [int(s) for s in args.batch_sizes.split(",")]

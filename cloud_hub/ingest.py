@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import threading
 import time
 import uuid
@@ -49,9 +50,19 @@ log = structlog.get_logger(__name__)
 _POISON = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _TELEMETRY = (Channel.STATUS, Channel.HEALTH, Channel.OCCUPANCY)
 T = TypeVar("T")
+_PUBACK = struct.Struct("!BBH")
 
 
-class _Client(mqtt.Client):
+class _StockClient(mqtt.Client):
+    """paho's client as it is, with the one method the ingest adds."""
+
+    def ack_all(self, mids: list[int]) -> None:
+        """PUBACK every QoS 1 message id, in order."""
+        for mid in mids:
+            self.ack(mid, 1)
+
+
+class _Client(_StockClient):
     """paho's client reading the socket 64 KiB at a time instead of a few bytes per call,
     and handling every complete packet per wake-up (paho handles one packet per ``select``
     when nothing of its own is in flight, as for a subscriber): the same protocol handling,
@@ -115,6 +126,15 @@ class _Client(mqtt.Client):
             return rc
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def ack_all(self, mids: list[int]) -> None:
+        """PUBACK every QoS 1 message id, in order, as one write: ``ack()`` queues one
+        4-byte packet per message, each with a wake-up byte to the network thread and a
+        ``send`` of its own. Success acks carry no reason code, the same bytes in MQTT 3.1.1
+        and 5 (a short PUBACK means success)."""
+        if mids:
+            packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+            self._packet_queue(mqtt.PUBACK, packet, 0, 0)
+
     def _full_publish(self) -> MQTTErrorCode:
         rc: MQTTErrorCode = super()._handle_publish()
         return rc
@@ -133,6 +153,29 @@ class _Client(mqtt.Client):
             # reads): go on, as select() cannot see what this buffer holds.
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+# The private paho methods _Client builds on (paho-mqtt 2.1-2.2). A paho without them gets
+# the stock client, slower but correct, and a warning; tests/hub/test_ingest.py fails so
+# that an upgrade that loses the fast path is noticed.
+_PAHO_INTERNALS = (
+    "_sock_recv",
+    "_handle_publish",
+    "_packet_read",
+    "_loop_rc_handle",
+    "_packet_queue",
+    "_send_puback",
+    "_in_callback_mutex",
+)
+
+
+def client_class() -> type[_StockClient]:
+    """The fast client when this paho has what it overrides, else the stock one."""
+    probe = _StockClient(CallbackAPIVersion.VERSION2)
+    if all(hasattr(probe, name) for name in _PAHO_INTERNALS):
+        return _Client
+    log.warning("paho_fast_path_off", missing=[n for n in _PAHO_INTERNALS if not hasattr(probe, n)])
+    return _StockClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +229,10 @@ class MqttIngest:
         self.db_ok = True
         self.last_commit: float | None = None
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _StockClient:
         s = self._settings
         v5 = s.mqtt_protocol == "5"
-        client = _Client(
+        client = client_class()(
             CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             clean_session=None if v5 else False,
@@ -443,10 +486,8 @@ class MqttIngest:
     def _ack(self, batch: list[Received]) -> None:
         with self._session_lock:
             current = self._session
-        for item in batch:
-            # After a reconnect the broker redelivers these itself; an old mid would be wrong.
-            if item.qos > 0 and item.session == current:
-                self._client.ack(item.mid, item.qos)
+        # After a reconnect the broker redelivers these itself; an old mid would be wrong.
+        self._client.ack_all([i.mid for i in batch if i.qos == 1 and i.session == current])
 
     async def _store_with_retry(
         self, events: list[PersonEvent], rejected: list[Rejected]

@@ -196,3 +196,11 @@ def test_killed_hub_loses_nothing(
     second = hub_factory.start(first.settings)
     wait_until(lambda: _stored(db, events) == 25, what="events queued by the broker while down")
     assert second.metric("hub_events_stored_total") == 25
+
+
+def test_the_fast_mqtt_client_is_in_use() -> None:
+    """The hub's client builds on private paho methods (see ``cloud_hub.ingest``); a paho
+    release without them falls back to the stock client, and this test says so."""
+    from cloud_hub.ingest import _Client, client_class
+
+    assert client_class() is _Client
