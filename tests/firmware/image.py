@@ -57,9 +57,10 @@ def fat_read(image: Path, name: str) -> str | None:
     ).stdout
     if not any(line.rstrip("/").lower().endswith("/" + name.lower()) for line in listing.split()):
         return None
+    # Bytes, not text=True: universal newlines would hide the file's CRLF line ends.
     return subprocess.run(
-        ["mtype", "-i", _fat(image), f"::{name}"], capture_output=True, text=True, check=True
-    ).stdout
+        ["mtype", "-i", _fat(image), f"::{name}"], capture_output=True, check=True
+    ).stdout.decode()
 
 
 def fat_bytes(image: Path) -> bytes:
