@@ -18,8 +18,11 @@ from tests.paths import REPO
 
 IMAGE_DIR = REPO / "build" / "firmware"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# UEFI firmware per architecture (Debian's ovmf and qemu-efi-aarch64): code, variables.
+FIRMWARE = {
+    "amd64": (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")),
+    "arm64": (Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/AAVMF_VARS.fd")),
+}
 
 
 def partition(image: Path, type_guid: str = ESP_TYPE) -> tuple[int, int]:
@@ -131,22 +134,29 @@ class Guest:
         return True
 
 
-def boot(image: Path, work: Path, memory_mib: int = 2048, cpus: int = 2) -> Guest:
-    """Start qemu-system-x86_64 on a raw image with OVMF, user-mode networking (the host
-    is 10.0.2.2 to the guest) and the serial console in a file."""
-    vars_copy = work / "OVMF_VARS.fd"
-    shutil.copyfile(OVMF_VARS, vars_copy)
+def boot(image: Path, work: Path, arch: str = "amd64", memory_mib: int = 2048) -> Guest:
+    """Start qemu on a raw image with UEFI firmware, user-mode networking (the host is
+    10.0.2.2 to the guest) and the serial console in a file. amd64 runs on KVM when it
+    works; arm64 on an amd64 host is always TCG."""
+    code, variables = FIRMWARE[arch]
+    vars_copy = work / variables.name
+    shutil.copyfile(variables, vars_copy)
     serial, qmp = work / "serial.log", work / "qmp.sock"
-    accel = accelerator()
+    if arch == "amd64":
+        accel = accelerator()
+        machine = ["qemu-system-x86_64", "-machine", f"q35,accel={accel}"]
+        machine += ["-cpu", "host" if accel == "kvm" else "max"]
+    else:
+        accel = "tcg"
+        machine = ["qemu-system-aarch64", "-machine", "virt", "-cpu", "max"]
     cmd: list[str] = [
-        "qemu-system-x86_64",
-        "-machine", f"q35,accel={accel}",
-        "-cpu", "host" if accel == "kvm" else "max",
+        *machine,
         "-m", str(memory_mib),
-        "-smp", str(cpus),
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-smp", "2",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-        "-drive", f"file={image},format=raw,if=virtio,cache=unsafe",
+        "-drive", f"file={image},format=raw,if=none,id=disk0,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=disk0",
         "-netdev", "user,id=net0",
         "-device", "virtio-net-pci,netdev=net0",
         "-display", "none",

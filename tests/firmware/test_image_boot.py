@@ -32,7 +32,6 @@ from tests.firmware.image import IMAGE_DIR, boot, fat_bytes, fat_read, fat_write
 
 pytestmark = pytest.mark.image
 
-IMAGE = Path(os.environ.get("EDGE_IMAGE", IMAGE_DIR / "edge-amd64.img"))
 ONLINE_TIMEOUT_S = float(os.environ.get("EDGE_IMAGE_TIMEOUT_S", "1500"))
 DEVICE = "qemu-door-1"
 
@@ -96,14 +95,14 @@ def _subscribe_status(broker: Broker) -> tuple[mqtt.Client, list[dict[str, objec
 
 
 def _boot_until_online(
-    image: Path, work: Path, seen: list[dict[str, object]], count: int
+    image: Path, arch: str, work: Path, seen: list[dict[str, object]], count: int
 ) -> tuple[float, str]:
     """Boot (the ``count``-th time), wait for an online status published during this
     boot, shut down cleanly; return the seconds from qemu's start to it and the console."""
     work.mkdir()
     before = len(seen)  # the agent republishes its status on every camera change
     started = time.monotonic()
-    guest = boot(image, work)
+    guest = boot(image, work, arch)
     online_s: float | None = None
     try:
         while time.monotonic() - started < ONLINE_TIMEOUT_S and guest.process.poll() is None:
@@ -117,23 +116,31 @@ def _boot_until_online(
         if guest.process.poll() is None:
             guest.process.kill()
         if guest.serial.exists():  # kept for a look after the test: the whole boot log
-            shutil.copyfile(guest.serial, IMAGE_DIR / f"last-boot-serial-{count}.log")
+            shutil.copyfile(guest.serial, IMAGE_DIR / f"last-boot-{arch}-serial-{count}.log")
     console = guest.console()
     assert online_s is not None, (
         f"boot {count}: no online status within {ONLINE_TIMEOUT_S:.0f} s ({guest.accel}); "
         "console tail:\n" + console[-6000:]
     )
     assert shut_down, "the guest did not power off on the ACPI button"
-    print(f"\nimage: boot {count}: online {online_s:.1f} s after qemu started ({guest.accel})")
+    print(f"\nimage: {arch} boot {count}: online {online_s:.1f} s after qemu start ({guest.accel})")
     return online_s, console
 
 
 @pytest.mark.timeout(2 * ONLINE_TIMEOUT_S + 600)
-def test_image_boots_provisions_and_publishes_online(tmp_path: Path, broker: Broker) -> None:
-    if not IMAGE.exists():
-        pytest.fail(f"{IMAGE} is missing: build it with `make image`")
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_image_boots_provisions_and_publishes_online(
+    arch: str, tmp_path: Path, broker: Broker
+) -> None:
+    built = IMAGE_DIR / f"edge-{arch}.img"
+    if arch == "amd64":
+        built = Path(os.environ.get("EDGE_IMAGE", built))
+        if not built.exists():
+            pytest.fail(f"{built} is missing: build it with `make image`")
+    elif not built.exists():  # make image-test builds amd64 only
+        pytest.skip(f"{built} not built (make image IMAGE_ARCH=arm64)")
     image = tmp_path / "disk.img"
-    subprocess.run(["cp", "--sparse=always", str(IMAGE), str(image)], check=True)
+    subprocess.run(["cp", "--sparse=always", str(built), str(image)], check=True)
     fat_write(
         image,
         "provision.env",
@@ -146,7 +153,7 @@ def test_image_boots_provisions_and_publishes_online(tmp_path: Path, broker: Bro
     )
     client, seen = _subscribe_status(broker)
     try:
-        _, console = _boot_until_online(image, tmp_path / "boot1", seen, 1)
+        _, console = _boot_until_online(image, arch, tmp_path / "boot1", seen, 1)
         status = next(s for s in seen if s.get("state") == "online")
         assert status["device_id"] == DEVICE
         assert "edge-provision: removed MQTT_PASSWORD" in console, console[-6000:]
@@ -162,7 +169,7 @@ def test_image_boots_provisions_and_publishes_online(tmp_path: Path, broker: Bro
         assert broker.device_password.encode() not in fat_bytes(image)
 
         # Second boot: provisioning finds nothing to do, the stored credentials connect.
-        _, console = _boot_until_online(image, tmp_path / "boot2", seen, 2)
+        _, console = _boot_until_online(image, arch, tmp_path / "boot2", seen, 2)
         assert "edge-provision: nothing to change" in console, console[-6000:]
         assert fat_read(image, "provision.env") == provision
     finally:
