@@ -4,7 +4,8 @@
 #   .ci/image-tools.sh          what `make test` needs: shellcheck (seconds; CI runs this)
 #   .ci/image-tools.sh --all    also what `make image` / `make image-test` need: mmdebstrap,
 #                               filesystem and partition tools, qemu with UEFI firmware,
-#                               qemu-user for building arm64 on an amd64 machine
+#                               qemu-user for building arm64 on an amd64 machine and
+#                               qemu-system-aarch64 + AAVMF for booting it
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -16,6 +17,7 @@ if [ "${1:-}" = "--all" ]; then
     mtools:mcopy fdisk:sfdisk qemu-system-x86:qemu-system-x86_64
     ovmf:/usr/share/OVMF/OVMF_CODE_4M.fd qemu-user-static:qemu-aarch64-static
     binfmt-support:update-binfmts mosquitto:/usr/sbin/mosquitto
+    qemu-system-arm:qemu-system-aarch64 qemu-efi-aarch64:/usr/share/AAVMF/AAVMF_CODE.fd
   )
 fi
 missing=()

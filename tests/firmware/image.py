@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from tests.paths import REPO
 
 IMAGE_DIR = REPO / "build" / "firmware"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+ROOT_TYPES = {  # the Discoverable Partitions root types build.sh uses
+    "amd64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+    "arm64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
+}
 # UEFI firmware per architecture (Debian's ovmf and qemu-efi-aarch64): code, variables.
 FIRMWARE = {
     "amd64": (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")),
@@ -37,6 +42,22 @@ def partition(image: Path, type_guid: str = ESP_TYPE) -> tuple[int, int]:
         if part["type"].upper() == type_guid:
             return int(part["start"]) * sector, int(part["size"]) * sector
     raise AssertionError(f"{image} has no partition of type {type_guid}")
+
+
+def ext4_bytes(image: Path, offset: int) -> int:
+    """The size of the ext4 file system at offset, from its superblock."""
+    with image.open("rb") as handle:
+        handle.seek(offset + 1024)
+        superblock = handle.read(1024)
+    assert superblock[0x38:0x3A] == b"\x53\xef", "no ext4 superblock there"
+
+    def u32(at: int) -> int:
+        return int(struct.unpack_from("<I", superblock, at)[0])
+
+    blocks = u32(4)  # s_blocks_count_lo
+    if u32(0x60) & 0x80:  # INCOMPAT_64BIT: the high half too
+        blocks |= u32(0x150) << 32
+    return blocks * (1024 << u32(24))  # s_log_block_size
 
 
 def _fat(image: Path) -> str:

@@ -28,12 +28,22 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_hub import broker_auth as ba
 from tests.conftest import free_port
-from tests.firmware.image import IMAGE_DIR, boot, fat_bytes, fat_read, fat_write
+from tests.firmware.image import (
+    IMAGE_DIR,
+    ROOT_TYPES,
+    boot,
+    ext4_bytes,
+    fat_bytes,
+    fat_read,
+    fat_write,
+    partition,
+)
 
 pytestmark = pytest.mark.image
 
 ONLINE_TIMEOUT_S = float(os.environ.get("EDGE_IMAGE_TIMEOUT_S", "1500"))
 DEVICE = "qemu-door-1"
+GROW = 1 << 30
 
 
 @dataclass
@@ -141,6 +151,9 @@ def test_image_boots_provisions_and_publishes_online(
         pytest.skip(f"{built} not built (make image IMAGE_ARCH=arm64)")
     image = tmp_path / "disk.img"
     subprocess.run(["cp", "--sparse=always", str(built), str(image)], check=True)
+    _, root_before = partition(image, ROOT_TYPES[arch])
+    with image.open("r+b") as handle:  # a card 1 GiB larger than the image
+        handle.truncate(image.stat().st_size + GROW)
     fat_write(
         image,
         "provision.env",
@@ -167,6 +180,10 @@ def test_image_boots_provisions_and_publishes_online(
         assert "# MQTT_PASSWORD removed by edge-provision" in provision
         assert fat_read(image, "provision-error.txt") is None
         assert broker.device_password.encode() not in fat_bytes(image)
+        # First boot grew the root partition and its file system into the free space.
+        root_offset, root_after = partition(image, ROOT_TYPES[arch])
+        assert root_after >= root_before + GROW - 2**20, (root_before, root_after)
+        assert ext4_bytes(image, root_offset) >= root_after - 2**20
 
         # Second boot: provisioning finds nothing to do, the stored credentials connect.
         _, console = _boot_until_online(image, arch, tmp_path / "boot2", seen, 2)
