@@ -232,6 +232,7 @@ def _write_inventory(
         "edge_agent_version": OLD_VERSION,
         "edge_agent_wheelhouse": str(wheelhouse),
         "edge_agent_models_src": str(MODELS),
+        "edge_agent_bundle_dir": str(directory.parent / "bundles"),
         "edge_agent_mqtt_host": broker.address,
         "edge_agent_mqtt_topic_root": "{{ fleet_topic_root }}",
         "edge_agent_mqtt_password": "{{ vault_device_passwords[inventory_hostname] }}",

@@ -45,8 +45,12 @@ PACKAGES = [
     "sudo",
 ]
 RECIPE_VERSION = 1  # bump when the steps in build_base_root change
-BRIDGE = "flbr0"
-SUBNET = "10.199.0"
+
+# Names and addresses per test session, so two sessions on one machine (make test in two
+# checkouts) never share a bridge, a namespace or a subnet: 10.199.<tag>.0/24.
+TAG = os.getpid() % 250 + 1
+BRIDGE = f"flbr{TAG}"
+SUBNET = f"10.199.{TAG}"
 HOST_ADDRESS = f"{SUBNET}.1"
 TOOLS = ["debootstrap", "systemd-nspawn", "ip", "ssh", "ssh-keygen", "mount"]
 
@@ -153,7 +157,7 @@ class Target:
 
     @property
     def netns(self) -> str:
-        return f"fl-{self.name}"
+        return f"fl{TAG}-{self.name}"
 
     def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a shell command on the target as root."""
@@ -202,7 +206,7 @@ def boot(name: str, index: int, base: Path, workdir: Path, key: Path, video: Pat
     (ssh_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
     (ssh_dir / "authorized_keys").chmod(0o600)
     (merged / "etc/hostname").write_text(f"{name}\n")
-    ns, veth = target.netns, f"flv{index}"
+    ns, veth = target.netns, f"flv{TAG}x{index}"
     _run("ip", "netns", "del", ns, check=False)
     _run("ip", "link", "del", veth, check=False)
     _run("ip", "netns", "add", ns)
