@@ -73,8 +73,13 @@ log "wheelhouse: $(wc -l < "$WORK/wheelhouse.sha256") wheels, $(du -sh "$WORK/wh
 #    script's base recipe.
 packages=$(grep -v '^#' "$HERE/packages.txt" | tr -s ' \n' ' ')
 deps_key=$(grep -v audience_edge "$WORK/wheelhouse.sha256" | sha256sum | cut -c1-16)
-base_key=$(printf '%s|%s|%s|%s|%s|%s' "$ARCH" "$SUITE" "$MIRROR" "$packages $KERNEL" "$deps_key" \
-  "$(sha256sum "$HERE/customize-base.sh" | cut -c1-16)" | sha256sum | cut -c1-16)
+# The kernel's postinst and initramfs-tools' trigger would each build the initramfs
+# (~12 min apiece under qemu-user for arm64): a no-op stands in for update-initramfs
+# while packages install, and customize-base.sh builds it once at the end.
+# shellcheck disable=SC2016  # expanded by mmdebstrap's hook shell
+essential_hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && ln -s /bin/true "$1/usr/sbin/update-initramfs"'
+base_key=$(printf '%s|%s|%s|%s|%s|%s|%s' "$ARCH" "$SUITE" "$MIRROR" "$packages $KERNEL" "$deps_key" \
+  "$(sha256sum "$HERE/customize-base.sh" | cut -c1-16)" "$essential_hook" | sha256sum | cut -c1-16)
 base_tar="$CACHE_DIR/base-$ARCH-$base_key.tar"
 if [ ! -f "$base_tar" ]; then
   log "debootstrapping $SUITE/$ARCH (cache miss: $base_tar)"
@@ -84,6 +89,7 @@ if [ ! -f "$base_tar" ]; then
   # shellcheck disable=SC2086  # the package list is meant to split into words
   mmdebstrap --mode=root --variant=apt --arch="$ARCH" \
     --include="$(echo $packages $KERNEL | tr ' ' ',')" \
+    --essential-hook="$essential_hook" \
     --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp $WORK/deps/*.whl \"\$1/tmp/wheels/\"" \
     --customize-hook="$HERE/customize-base.sh \"\$1\"" \
     "$SUITE" "$WORK/base.tar" "$MIRROR" >&2

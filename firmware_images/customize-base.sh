@@ -4,6 +4,10 @@
 # target's binaries through chroot (qemu-user via binfmt for a foreign architecture).
 set -euo pipefail
 root=$1
+# The initramfs, once, now that every package is in (build.sh diverted update-initramfs).
+rm -f "$root/usr/sbin/update-initramfs"
+chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+chroot "$root" update-initramfs -c -k all
 chroot "$root" useradd --system --user-group --home-dir /var/lib/edge-agent \
   --shell /usr/sbin/nologin --groups video,plugdev edge-agent
 install -d -m 0750 "$root/var/lib/edge-agent"
