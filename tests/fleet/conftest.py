@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_hub import broker_auth
 from tests.fleet import targets
 from tests.paths import REPO, VIDEO
 
@@ -34,6 +35,7 @@ CLIP = "intel_face-demographics-walking-and-pause.mp4"
 OLD_VERSION = "0.1.0"
 NEW_VERSION = "0.1.1"
 DEVICES = ["dev1", "dev2", "dev3"]
+TLS_DEVICE = "dev3"  # connects to the broker's TLS listener with a client certificate
 BROKER = "broker1"
 TOPIC_ROOT = "audience"
 RECAP = re.compile(
@@ -65,6 +67,7 @@ class Fleet:
     inventory: Path
     workdir: Path
     passwords: dict[str, str]
+    certs: Path
     runs: list[PlaybookRun] = field(default_factory=list)
 
     def device_id(self, host: str) -> str:
@@ -196,8 +199,10 @@ def _write_inventory(
     wheelhouse: Path,
     key: Path,
     passwords: dict[str, str],
+    certs: Path,
 ) -> None:
-    """The example inventory's layout, addressed to the booted targets."""
+    """The example inventory's layout, addressed to the booted targets; the broker gets
+    a TLS listener and TLS_DEVICE a client certificate (made as `cloud-hub broker` does)."""
     (directory / "group_vars").mkdir(parents=True)
     (directory / "host_vars").mkdir()
     hosts = {
@@ -225,6 +230,9 @@ def _write_inventory(
             {
                 "mosquitto_topic_root": "{{ fleet_topic_root }}",
                 "mosquitto_hub_password": "{{ vault_hub_mqtt_password }}",
+                "mosquitto_tls_ca_pem": (certs / "ca.pem").read_text(),
+                "mosquitto_tls_cert_pem": (certs / "server.pem").read_text(),
+                "mosquitto_tls_key_pem": (certs / "server.key").read_text(),
             }
         )
     )
@@ -248,9 +256,15 @@ def _write_inventory(
     }
     (directory / "group_vars" / "edge.yml").write_text(_yaml(edge))
     for name in devices:
-        (directory / "host_vars" / f"{name}.yml").write_text(
-            _yaml({"edge_agent_device_id": f"store1-{name}"})
-        )
+        host: dict[str, object] = {"edge_agent_device_id": f"store1-{name}"}
+        if name == TLS_DEVICE:
+            host |= {
+                "edge_agent_mqtt_port": 8883,
+                "edge_agent_mqtt_tls_ca_pem": (certs / "ca.pem").read_text(),
+                "edge_agent_mqtt_tls_cert_pem": (certs / f"store1-{name}.pem").read_text(),
+                "edge_agent_mqtt_tls_key_pem": (certs / f"store1-{name}.key").read_text(),
+            }
+        (directory / "host_vars" / f"{name}.yml").write_text(_yaml(host))
 
 
 @pytest.fixture(scope="session")
@@ -270,9 +284,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterato
             list(pool.map(targets.wait_ready, booted))
         broker, devices = booted[0], {t.name: t for t in booted[1:]}
         passwords = {name: secrets.token_urlsafe(18) for name in ["hub", *DEVICES]}
+        certs = workdir / "certs"
+        broker_auth.make_ca(certs)
+        broker_auth.issue_cert(certs, certs, "broker", server_names=[broker.address])
+        broker_auth.issue_cert(certs, certs, f"store1-{TLS_DEVICE}")
         inventory = workdir / "inventory"
-        _write_inventory(inventory, broker, devices, wheelhouse, key, passwords)
-        yield Fleet(broker, devices, inventory, workdir, passwords)
+        _write_inventory(inventory, broker, devices, wheelhouse, key, passwords, certs)
+        yield Fleet(broker, devices, inventory, workdir, passwords, certs)
     finally:
         with concurrent.futures.ThreadPoolExecutor(max(1, len(booted))) as pool:
             list(pool.map(targets.shutdown, booted))

@@ -30,6 +30,7 @@ from tests.fleet.conftest import (
     DEVICES,
     NEW_VERSION,
     OLD_VERSION,
+    TLS_DEVICE,
     TOPIC_ROOT,
     Fleet,
     PlaybookRun,
@@ -162,13 +163,22 @@ def test_agent_files_and_credentials(fleet: Fleet, installed: Any) -> None:
         config = tomllib.loads(config_path.read_text())
         assert config["device_id"] == fleet.device_id(host)
         assert config["models_dir"] == f"{PREFIX}/current/models"
-        assert config["mqtt"] == {
+        mqtt_section: dict[str, Any] = {
             "host": fleet.broker.address,
             "port": 1883,
             "topic_root": TOPIC_ROOT,
             "username": fleet.device_id(host),
             "password": fleet.passwords[host],
         }
+        if host == TLS_DEVICE:
+            tls = {"tls_ca": "ca.pem", "tls_cert": "client.pem", "tls_key": "client.key"}
+            mqtt_section |= {k: f"/etc/edge-agent/tls/{v}" for k, v in tls.items()} | {"port": 8883}
+            given = fleet.certs / f"{fleet.device_id(host)}.key"
+            key = target.path("/etc/edge-agent/tls/client.key")
+            assert key.read_text() == given.read_text()
+            assert oct(key.stat().st_mode & 0o777) == "0o640"
+            assert (key.stat().st_uid, key.stat().st_gid) == (0, _ids(root, "group", "edge-agent"))
+        assert config["mqtt"] == mqtt_section
         assert config["cameras"] == [
             {"id": "door", "source": f"/srv/video/{CLIP}", "loop": True, "realtime": True, "fps": 2}
         ]
@@ -194,6 +204,10 @@ def test_broker_files(fleet: Fleet, installed: Any) -> None:
     shipped = REPO / "deploy" / "mosquitto"
     assert (conf / "acl").read_text() == (shipped / "acl").read_text()
     assert (conf / "mosquitto.conf").read_text() == (shipped / "mosquitto.conf").read_text()
+    assert (conf / "conf.d" / "tls.conf").read_text() == (shipped / "tls.conf").read_text()
+    key = conf / "certs" / "server.key"
+    assert key.read_text() == (fleet.certs / "server.key").read_text()
+    assert oct(key.stat().st_mode & 0o777) == "0o640"
     users = [line.split(":")[0] for line in (conf / "passwd").read_text().splitlines()]
     assert sorted(users) == sorted(["hub", *(fleet.device_id(d) for d in DEVICES)])
     assert oct((conf / "passwd").stat().st_mode & 0o777) == "0o640"
@@ -203,7 +217,8 @@ def test_broker_files(fleet: Fleet, installed: Any) -> None:
 
 def test_agents_run_and_publish_online(fleet: Fleet, watch: StatusWatch) -> None:
     """Under systemd on each target the agent runs with its limits, is healthy, and its
-    retained ``online`` status reaches the broker through the per-device credentials."""
+    retained ``online`` status reaches the broker through the per-device credentials
+    (a password on 1883, or TLS_DEVICE's client certificate on 8883)."""
     for host, target in fleet.devices.items():
         props = _service(fleet, host, "ActiveState", "MemoryMax", "User")
         assert props == {"ActiveState": "active", "MemoryMax": str(1 << 30), "User": "edge-agent"}
