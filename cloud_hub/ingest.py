@@ -1,13 +1,14 @@
 """MQTT ingest: receive events, write them in batches, acknowledge only after commit.
 
-paho-mqtt owns the network loop in its own thread; its message callback only appends to a
-bounded inbox (a deque guarded by a semaphore, waking the event loop only when the
-consumer waits for it). One consumer task validates, stores and acks in receive order,
-so a hub killed at any point loses nothing: unacked messages are redelivered and the
-idempotent insert ignores the ones it already has. While one batch is being written the
-consumer already collects and validates the next; its write starts only once the previous
-batch has committed and been acknowledged, so acks stay in arrival order. Redis is
-updated by a task of its own after each commit, in commit order.
+paho-mqtt owns the network loop in its own thread (``cloud_hub.mqtt_client``: paho with a
+bulk receive path); its callbacks only append to a bounded inbox (a deque under a
+condition, waking the event loop only when the consumer waits for it). One consumer task
+validates, stores and acks in receive order, so a hub killed at any point loses nothing:
+unacked messages are redelivered and the idempotent insert ignores the ones it already
+has. While one batch is being written the consumer already collects and validates the
+next; its write starts only once the previous batch has committed and been acknowledged,
+so acks stay in arrival order. Redis is updated by a task of its own after each commit, in
+commit order.
 
 Besides events the hub takes each device's status, health and occupancy
 (``cloud_hub.telemetry``) through the same queue and batches: stored in their own
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import threading
 import time
 import uuid
@@ -31,13 +31,14 @@ from typing import Any, TypeVar
 import asyncpg
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_hub import metrics, telemetry
 from cloud_hub.live_cache import LiveCache
+from cloud_hub.mqtt_client import Publish, StockClient, client_class
 from cloud_hub.settings import HubSettings
 from cloud_hub.storage import Rejected, store_batch
 from cloud_hub.validation import validate
@@ -50,132 +51,6 @@ log = structlog.get_logger(__name__)
 _POISON = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _TELEMETRY = (Channel.STATUS, Channel.HEALTH, Channel.OCCUPANCY)
 T = TypeVar("T")
-_PUBACK = struct.Struct("!BBH")
-
-
-class _StockClient(mqtt.Client):
-    """paho's client as it is, with the one method the ingest adds."""
-
-    def ack_all(self, mids: list[int]) -> None:
-        """PUBACK every QoS 1 message id, in order."""
-        for mid in mids:
-            self.ack(mid, 1)
-
-
-class _Client(_StockClient):
-    """paho's client reading the socket 64 KiB at a time instead of a few bytes per call,
-    and handling every complete packet per wake-up (paho handles one packet per ``select``
-    when nothing of its own is in flight, as for a subscriber): the same protocol handling,
-    a fraction of the system calls and loop passes per message."""
-
-    _rbuf: bytes = b""
-    _rpos: int = 0
-    _rsock: object = None
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rsock is not self._sock:  # a new connection: nothing buffered is valid
-            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
-        if self._rpos >= len(self._rbuf):
-            data: bytes = super()._sock_recv(65536)
-            if not data:
-                return data
-            self._rbuf, self._rpos = data, 0
-        end = self._rpos + bufsize
-        chunk = self._rbuf[self._rpos : end]
-        self._rpos = end
-        return chunk
-
-    def _handle_publish(self) -> MQTTErrorCode:
-        """QoS 0/1 PUBLISH without properties (every contract message) decoded in a few
-        slices, skipping the MQTT 5 ``Properties`` object paho builds for each message (a
-        dozen microseconds); anything else (QoS 2, properties, a topic alias) goes through
-        paho's own decoder."""
-        command: int = self._in_packet["command"]
-        packet: bytearray = self._in_packet["packet"]
-        qos = (command & 0x06) >> 1
-        if qos > 1 or len(packet) < 2:
-            return self._full_publish()
-        topic_len = (packet[0] << 8) | packet[1]
-        pos = 2 + topic_len
-        mid = 0
-        if qos:
-            if len(packet) < pos + 2:
-                return self._full_publish()
-            mid = (packet[pos] << 8) | packet[pos + 1]
-            pos += 2
-        if self._protocol == mqtt.MQTTv5:
-            if len(packet) <= pos or packet[pos] != 0:  # properties present
-                return self._full_publish()
-            pos += 1
-        if topic_len == 0:
-            return self._full_publish()
-        message = mqtt.MQTTMessage(mid=mid, topic=bytes(packet[2 : 2 + topic_len]))
-        message.dup = bool(command & 0x08)
-        message.qos = qos
-        message.retain = bool(command & 0x01)
-        message.payload = bytes(packet[pos:])
-        message.timestamp = time.monotonic()
-        # The hub registers no per-topic callbacks (message_callback_add), so paho's topic
-        # matching for them is skipped; on_message gets every message.
-        callback = self.on_message
-        if callback is not None:
-            with self._in_callback_mutex:
-                callback(self, self._userdata, message)
-        if qos == 1 and not self._manual_ack:
-            rc: MQTTErrorCode = self._send_puback(mid)
-            return rc
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def ack_all(self, mids: list[int]) -> None:
-        """PUBACK every QoS 1 message id, in order, as one write: ``ack()`` queues one
-        4-byte packet per message, each with a wake-up byte to the network thread and a
-        ``send`` of its own. Success acks carry no reason code, the same bytes in MQTT 3.1.1
-        and 5 (a short PUBACK means success)."""
-        if mids:
-            packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
-            self._packet_queue(mqtt.PUBACK, packet, 0, 0)
-
-    def _full_publish(self) -> MQTTErrorCode:
-        rc: MQTTErrorCode = super()._handle_publish()
-        return rc
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        if self._sock is None:
-            return MQTTErrorCode.MQTT_ERR_NO_CONN
-        while True:  # until the socket has nothing more (the broker's window bounds this)
-            rc: MQTTErrorCode = self._packet_read()
-            if rc > 0:
-                handled: MQTTErrorCode = self._loop_rc_handle(rc)
-                return handled
-            if self._sock is None:
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-            # AGAIN with bytes still buffered (paho gives up on a huge packet after 100
-            # reads): go on, as select() cannot see what this buffer holds.
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-
-# The private paho methods _Client builds on (paho-mqtt 2.1-2.2). A paho without them gets
-# the stock client, slower but correct, and a warning; tests/hub/test_ingest.py fails so
-# that an upgrade that loses the fast path is noticed.
-_PAHO_INTERNALS = (
-    "_sock_recv",
-    "_handle_publish",
-    "_packet_read",
-    "_loop_rc_handle",
-    "_packet_queue",
-    "_send_puback",
-    "_in_callback_mutex",
-)
-
-
-def client_class() -> type[_StockClient]:
-    """The fast client when this paho has what it overrides, else the stock one."""
-    probe = _StockClient(CallbackAPIVersion.VERSION2)
-    if all(hasattr(probe, name) for name in _PAHO_INTERNALS):
-        return _Client
-    log.warning("paho_fast_path_off", missing=[n for n in _PAHO_INTERNALS if not hasattr(probe, n)])
-    return _StockClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +82,12 @@ class MqttIngest:
         self._settings = settings
         self._pool = pool
         self._cache = cache
-        # The inbox: appended by paho's thread, drained by the consumer. ``_space`` bounds
-        # it (a full inbox blocks paho's thread: the broker then stops at its inflight
-        # window); ``_wakeup`` is set from paho's thread only while the consumer waits.
+        # The inbox: appended by paho's thread, drained by the consumer. Bounded: a full
+        # inbox blocks paho's thread (the broker then stops at its inflight window), which
+        # ``_inbox_changed`` wakes when the consumer takes a batch; ``_wakeup`` is set from
+        # paho's thread only while the consumer waits.
         self._inbox: deque[Received] = deque()
-        self._space = threading.Semaphore(settings.queue_size)
-        self._inbox_lock = threading.Lock()
+        self._inbox_changed = threading.Condition()
         self._consumer_waiting = False
         self._wakeup = asyncio.Event()
         self._channels: dict[str, Channel | None] = {}
@@ -229,7 +104,7 @@ class MqttIngest:
         self.db_ok = True
         self.last_commit: float | None = None
 
-    def _make_client(self) -> _StockClient:
+    def _make_client(self) -> StockClient:
         s = self._settings
         v5 = s.mqtt_protocol == "5"
         client = client_class()(
@@ -252,6 +127,7 @@ class MqttIngest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publishes = self._on_publishes
         return client
 
     # --- network thread: thin callbacks -------------------------------------------------
@@ -289,13 +165,22 @@ class MqttIngest:
             log.warning("mqtt_disconnected", reason=str(reason))
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        item = Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session)
-        # Blocking here is the backpressure: the broker stops sending past its inflight window.
-        while not self._space.acquire(timeout=1.0):
-            if self._stopping.is_set():
-                return
-        with self._inbox_lock:
-            self._inbox.append(item)
+        self._put([Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session)])
+
+    def _on_publishes(self, publishes: list[Publish]) -> None:
+        """The fast client's bulk hand-over: every message decoded from one read."""
+        session, now = self._session, time.time()
+        self._put([Received(t, p, mid, qos, session, now) for t, p, mid, qos in publishes])
+
+    def _put(self, items: list[Received]) -> None:
+        # Blocking here is the backpressure: the broker stops sending past its inflight
+        # window. One read's messages go in together (at most 64 KiB over the bound).
+        with self._inbox_changed:
+            while len(self._inbox) >= self._settings.queue_size:
+                if self._stopping.is_set():
+                    return
+                self._inbox_changed.wait(1.0)
+            self._inbox.extend(items)
             wake = self._consumer_waiting
             self._consumer_waiting = False
         if wake:
@@ -352,17 +237,17 @@ class MqttIngest:
                         await task
 
     def _take(self, limit: int) -> list[Received]:
-        taken: list[Received] = []
         inbox = self._inbox
-        while inbox and len(taken) < limit:
-            taken.append(inbox.popleft())
+        with self._inbox_changed:
+            taken = [inbox.popleft() for _ in range(min(limit, len(inbox)))]
+            if taken:
+                self._inbox_changed.notify()
         if taken:
-            self._space.release(len(taken))
             metrics.MESSAGES_RECEIVED.inc(len(taken))
         return taken
 
     async def _wait_for_items(self, timeout: float | None) -> None:
-        with self._inbox_lock:
+        with self._inbox_changed:
             if self._inbox:
                 return
             self._consumer_waiting = True
@@ -374,7 +259,7 @@ class MqttIngest:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
         finally:
-            with self._inbox_lock:
+            with self._inbox_changed:
                 self._consumer_waiting = False
 
     async def _next_batch(self) -> list[Received]:
