@@ -8,6 +8,9 @@
 #   OUT      default: dist/wheelhouse (what the roles' *_wheelhouse default to)
 #   EXTRAS   edge (default; the agent) or hub, or edge,hub for both
 #   PYTHON   the interpreter whose pip builds (default .venv/bin/python)
+#   DEVICE_PYTHON  the devices' Python version (default 3.11.2, Debian bookworm's): pip
+#            evaluates markers on the controller's Python, so device_requirements.py adds
+#            what the devices' version needs besides (e.g. async-timeout below 3.11.3)
 # Devices of another architecture or Python: pass pip download's target options, e.g.
 #   ansible/scripts/build-wheelhouse.sh dist/wheelhouse-arm64 \
 #     --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.11
@@ -22,4 +25,9 @@ mkdir -p "$out"
 version=$("$python" -c 'import tomllib,sys; print(tomllib.load(open(sys.argv[1],"rb"))["project"]["version"])' "$repo/pyproject.toml")
 wheel=$(ls "$out"/audience_edge-"$version"-*.whl)
 "$python" -m pip download --quiet --only-binary=:all: --dest "$out" "$@" "$wheel[$extras]"
+for _ in 1 2 3; do
+  mapfile -t more < <("$python" "$(dirname "$0")/device_requirements.py" "$out" "${DEVICE_PYTHON:-3.11.2}" "$extras")
+  [ ${#more[@]} -eq 0 ] && break
+  "$python" -m pip download --quiet --only-binary=:all: --dest "$out" "$@" "${more[@]}"
+done
 echo "wheelhouse: $out ($(ls "$out" | wc -l) wheels, audience-edge $version)"

@@ -134,8 +134,12 @@ def _build_wheel(source: Path, out: Path) -> None:
 
 
 def _dependency_wheels() -> Path:
-    """The `edge` extra's wheels, built once per pyproject.toml by the operator's script."""
-    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + sys.version.encode())
+    """The `edge` extra's wheels, built once per pyproject.toml and script version by the
+    operator's script."""
+    key = hashlib.sha256(sys.version.encode())
+    for source in ("pyproject.toml", "ansible/scripts/build-wheelhouse.sh"):
+        key.update((REPO / source).read_bytes())
+    key.update((ANSIBLE_DIR / "scripts" / "device_requirements.py").read_bytes())
     cached = targets.FLEET_CACHE / f"wheelhouse-{key.hexdigest()[:12]}"
     with targets._locked(targets.FLEET_CACHE / "wheelhouse.lock"):
         if not (cached / ".complete").exists():

@@ -206,6 +206,8 @@ def boot(name: str, index: int, base: Path, workdir: Path, key: Path, video: Pat
     (ssh_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
     (ssh_dir / "authorized_keys").chmod(0o600)
     (merged / "etc/hostname").write_text(f"{name}\n")
+    # sudo looks its host name up: without this line every become waits for DNS.
+    (merged / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {name}\n")
     ns, veth = target.netns, f"flv{TAG}x{index}"
     _run("ip", "netns", "del", ns, check=False)
     _run("ip", "link", "del", veth, check=False)
