@@ -154,6 +154,9 @@ def _dependency_wheels() -> Path:
             for wheel in cached.glob("audience_edge-*.whl"):
                 wheel.unlink()  # the project's own wheel is built fresh every session
             (cached / ".complete").touch()
+        for stale in targets.FLEET_CACHE.glob("wheelhouse-*"):
+            if stale != cached and (stale / ".complete").exists():  # older inputs
+                shutil.rmtree(stale, ignore_errors=True)
     return cached
 
 
@@ -299,3 +302,4 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterato
         with concurrent.futures.ThreadPoolExecutor(max(1, len(booted))) as pool:
             list(pool.map(targets.shutdown, booted))
         targets.teardown_bridge()
+        shutil.rmtree(workdir / "bundles", ignore_errors=True)  # 190 MB of tar; logs stay

@@ -272,3 +272,6 @@ def shutdown(target: Target) -> None:
             target.process.wait(10)
     _run("umount", "-l", str(target.root), check=False)
     _run("ip", "netns", "del", target.netns, check=False)
+    # The target's writes (releases, venvs: about 400 MB each); nspawn.log stays.
+    for layer in ("upper", "work"):
+        shutil.rmtree(target.workdir / layer, ignore_errors=True)
