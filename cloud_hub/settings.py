@@ -134,6 +134,12 @@ class HubSettings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_max_wait_s: float = Field(default=0.2, gt=0, le=10)
     queue_size: int = Field(default=5_000, ge=1)
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Python's first-generation GC threshold in `serve` (net container "
+        "allocations between collections); 0 keeps Python's default (700). See docs/hub.md.",
+    )
     db_retry_max_s: float = Field(default=10.0, gt=0)
     db_startup_wait_s: float = Field(
         default=60.0, ge=0, description="Keep trying to reach the database this long at start."
