@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,11 +43,17 @@ TEST_API_KEYS = ApiKey("tests", "admin", hash_key(TEST_ADMIN_KEY)).config_entry(
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nothing listens on right now, below Linux's ephemeral range (32768+):
+    a port the kernel handed out could be taken by some client's outgoing connection
+    before the test binds it again."""
+    while True:
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
