@@ -210,7 +210,9 @@ def locate_models(models_dir: Path | None = None) -> ModelFiles:
     raise FileNotFoundError(f"no model files found (searched {places}); {_BUILD_HINT}")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hash a file in 1 MiB chunks (model files and wheels need not fit in memory twice);
+    the one definition the agent, ``models/build.py`` and the image recipe share."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -244,7 +246,7 @@ def _verified(root: Path, entry: Mapping[str, Any]) -> Path:
     path = root / str(entry["file"]["name"])
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} is missing; {_BUILD_HINT}")
-    actual, expected = _sha256(path), str(entry["file"]["sha256"])
+    actual, expected = sha256_file(path), str(entry["file"]["sha256"])
     if actual != expected:
         raise ValueError(
             f"{path} has sha256 {actual}, its manifest says {expected}: the file is corrupt "

@@ -9,12 +9,13 @@ the device's bundle can be checked again. Nothing unlisted is copied.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+from edge_agent.model_files import sha256_file
 
 
 class BundleError(Exception):
@@ -30,14 +31,6 @@ def bundle_files(dist: Path) -> dict[str, str]:
     return files
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(dist: Path) -> dict[str, str]:
     """Check every listed file's hash; raise BundleError naming the first bad one."""
     files = bundle_files(dist)
@@ -45,7 +38,7 @@ def verify(dist: Path) -> dict[str, str]:
         path = dist / name
         if not path.is_file():
             raise BundleError(f"{path} is missing: run python models/build.py")
-        if (actual := sha256(path)) != expected:
+        if (actual := sha256_file(path)) != expected:
             raise BundleError(f"{path}: sha256 {actual} != manifest {expected}")
     return files
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.model_files import sha256_file
+
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.json"
 SUPPORTED_SCHEMA = 1
@@ -51,15 +53,6 @@ class BuildError(RuntimeError):
 def sha256_of(data: bytes) -> str:
     """Hash bytes already in memory."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hash a file in chunks so large wheels do not need to fit in memory twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
