@@ -32,7 +32,14 @@ class MqttConfig(_Section):
     username: str | None = Field(
         default=None, description="The broker user; the shipped ACL expects the device id."
     )
-    password: str | None = None
+    password: str | None = Field(
+        default=None, description="The broker password; password_file keeps it out of here."
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="A file holding only the broker password (read at start; a trailing "
+        "newline is ignored): agent.toml can then be readable while the secret is not.",
+    )
     keepalive_s: int = Field(default=30, ge=5)
     tls: bool = Field(
         default=False,
@@ -46,7 +53,27 @@ class MqttConfig(_Section):
     def _cert_with_key(self) -> MqttConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("password and password_file are alternatives: set one")
         return self
+
+    def resolved_password(self) -> str | None:
+        """The password, from ``password_file`` when that is set.
+
+        Raises ``ValueError`` naming the setting and the file when it cannot be read or
+        is empty (``edge-agent run`` prints it and exits 2): no connection without it.
+        """
+        if self.password_file is None:
+            return self.password
+        try:
+            text = self.password_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ValueError(f"mqtt.password_file {self.password_file}: {reason}") from exc
+        password = text.rstrip("\r\n")
+        if not password:
+            raise ValueError(f"mqtt.password_file {self.password_file} is empty")
+        return password
 
     @property
     def uses_tls(self) -> bool:

@@ -25,7 +25,7 @@ def configure_client(client: mqtt.Client, cfg: MqttConfig) -> None:
     apply_credentials(
         client,
         username=cfg.username,
-        password=cfg.password,
+        password=cfg.resolved_password(),
         tls=cfg.uses_tls,
         ca=cfg.tls_ca,
         cert=cfg.tls_cert,

@@ -6,16 +6,13 @@ the first boot; ``edge-provision.service`` runs ``provision.py apply`` on every 
 - it validates the file (syntax, known keys, and the resulting agent configuration with
   the agent's own model), and on error writes ``provision-error.txt`` beside it, logs the
   reason and exits 1 (the agent, which ``Requires=`` this unit, does not start);
-- it writes ``/etc/edge-agent/agent.toml`` (no secrets) and, when the file holds
-  ``MQTT_PASSWORD``, ``/etc/edge-agent/credentials.toml`` (0600, the agent's user);
+- it writes ``/etc/edge-agent/agent.toml`` (no secret: it names the password file in
+  ``mqtt.password_file``) and, when the file holds ``MQTT_PASSWORD``,
+  ``/etc/edge-agent/mqtt-password`` (root:edge-agent 0640), which the agent reads;
 - it then removes the password from ``provision.env``: first overwritten in place (same
   length, so the same FAT clusters: the old bytes do not linger in free space), then the
   line is replaced by a comment. The rest of the file stays for the operator to read;
 - run again with the same file it changes nothing (idempotent), and says so.
-
-``provision.py runtime-config`` (the agent unit's ``ExecStartPre``) merges agent.toml and
-the credentials into ``/run/edge-agent/agent.toml`` (tmpfs, 0600): the agent reads one
-file, while the secret never sits in the persistent, readable configuration.
 
 File format (see docs/firmware.md): ``KEY=value`` lines, ``#`` comments, optional quotes.
 """
@@ -42,7 +39,7 @@ from edge_agent.config import AgentConfig
 PROVISION_FILE: Final = "provision.env"
 ERROR_FILE: Final = "provision-error.txt"
 AGENT_FILE: Final = "agent.toml"
-CREDENTIALS_FILE: Final = "credentials.toml"
+PASSWORD_FILE: Final = "mqtt-password"
 SECRET_KEY: Final = "MQTT_PASSWORD"
 PLACEHOLDER: Final = "paste-the-password-here"  # provision.env.example's value
 # Scalar keys: provision.env key -> (section, agent.toml key).
@@ -120,8 +117,11 @@ def _unquote(value: str) -> str:
     return value
 
 
-def agent_settings(default: Mapping[str, Any], provision: Provision) -> dict[str, Any]:
-    """The image's default configuration with what provision.env sets (no password)."""
+def agent_settings(
+    default: Mapping[str, Any], provision: Provision, password_file: Path
+) -> dict[str, Any]:
+    """The image's default configuration with what provision.env sets; the password
+    itself stays out: ``mqtt.password_file`` names where the agent reads it."""
     data: dict[str, Any] = json.loads(json.dumps(default))  # a deep copy of plain TOML
     for key, (section, name) in KEYS.items():
         if key == SECRET_KEY or key not in provision.values:
@@ -137,27 +137,21 @@ def agent_settings(default: Mapping[str, Any], provision: Provision) -> dict[str
     mqtt = data.setdefault("mqtt", {})
     mqtt.setdefault("username", provision.values["DEVICE_ID"])  # the ACL expects the id
     mqtt.pop("password", None)
+    mqtt["password_file"] = str(password_file)
     if provision.cameras:
         data["cameras"] = [{"id": c, "source": s} for c, s in provision.cameras]
     return data
 
 
-def validate(settings: Mapping[str, Any], credentials: Mapping[str, Any]) -> None:
-    """Check the merged configuration with the agent's own model."""
+def validate(settings: Mapping[str, Any]) -> None:
+    """Check the configuration with the agent's own model."""
     try:
-        AgentConfig.model_validate(merge(settings, credentials))
+        AgentConfig.model_validate(settings)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ProvisionError(f"the configuration would be invalid: {problems}") from None
-
-
-def merge(settings: Mapping[str, Any], credentials: Mapping[str, Any]) -> dict[str, Any]:
-    """agent.toml's data with the credentials' [mqtt] keys laid over it."""
-    data: dict[str, Any] = json.loads(json.dumps(settings))
-    data.setdefault("mqtt", {}).update(credentials.get("mqtt", {}))
-    return data
 
 
 def dump_toml(data: Mapping[str, Any], prefix: Sequence[str] = ()) -> str:
@@ -247,7 +241,7 @@ def scrub_secret(path: Path, when: datetime) -> None:
         blanked.append(line[:key_end] + b"x" * (body_end - key_end) + line[body_end:])
         note = (
             f"# {SECRET_KEY} removed by edge-provision on {when:%Y-%m-%d %H:%M} UTC; "
-            f"the device keeps it in /etc/edge-agent/{CREDENTIALS_FILE}"
+            f"the device keeps it in /etc/edge-agent/{PASSWORD_FILE}"
         )
         final.append(note.encode() + (line[body_end:] or b"\n"))
     for content in (b"".join(blanked), b"".join(final)):
@@ -283,42 +277,38 @@ def apply(boot_dir: Path, etc_dir: Path, default_config: Path, owner: str | None
 
 
 def _apply(source: Path, etc_dir: Path, default_config: Path, owner: str | None) -> bool:
-    agent_file, credentials_file = etc_dir / AGENT_FILE, etc_dir / CREDENTIALS_FILE
+    agent_file, password_file = etc_dir / AGENT_FILE, etc_dir / PASSWORD_FILE
     if not source.exists():
         if agent_file.exists():
-            log(f"no {source}: keeping the provisioned configuration")
-        else:
-            log(f"no {source} and never provisioned: the agent runs the image's defaults")
-        return False
+            log(f"no {source}: keeping {agent_file}")
+            return False
+        # Never provisioned: the agent runs the image's defaults (the demo clip).
+        etc_dir.mkdir(parents=True, exist_ok=True)
+        _write(agent_file, default_config.read_text(), 0o640, None, owner)
+        log(f"no {source} and never provisioned: wrote {agent_file} from the image's defaults")
+        return True
     try:
         provision = parse(source.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ProvisionError("not UTF-8 text") from None
     default = tomllib.loads(default_config.read_text())
-    settings = agent_settings(default, provision)
-    old_credentials = _read_toml(credentials_file)
+    settings = agent_settings(default, provision, password_file)
     if provision.password == PLACEHOLDER:
         raise ProvisionError(f"{SECRET_KEY} is still the example's placeholder")
-    if provision.password:
-        username = settings["mqtt"]["username"]
-        credentials = {"mqtt": {"username": username, "password": provision.password}}
-    elif old_credentials:
-        credentials = old_credentials
-        # A username given later without the password must still match the stored one.
-        credentials["mqtt"]["username"] = settings["mqtt"]["username"]
-    else:
-        raise ProvisionError(f"{SECRET_KEY} is required: this device has no credentials yet")
-    # The username belongs with the password; agent.toml names neither.
-    settings["mqtt"].pop("username", None)
-    validate(settings, credentials)
+    if not provision.password and not password_file.exists():
+        raise ProvisionError(f"{SECRET_KEY} is required: this device has no password yet")
+    validate(settings)
     etc_dir.mkdir(parents=True, exist_ok=True)
     changed = False
     header = (
         "# Written by edge-provision from provision.env on the boot partition and the\n"
         "# image's agent.default.toml; edit provision.env and reboot rather than this file.\n"
     )
-    if _write(credentials_file, dump_toml(credentials), 0o600, owner, owner):
-        log(f"wrote {credentials_file} (0600) for user {credentials['mqtt']['username']}")
+    # root:edge-agent 0640, like agent.toml and the TLS key: the agent reads its secret
+    # but cannot change it.
+    secret = (provision.password or "") + "\n"
+    if provision.password and _write(password_file, secret, 0o640, None, owner):
+        log(f"wrote {password_file} (0640) for user {settings['mqtt']['username']}")
         changed = True
     if _write(agent_file, header + dump_toml(settings), 0o640, None, owner):
         log(
@@ -334,30 +324,6 @@ def _apply(source: Path, etc_dir: Path, default_config: Path, owner: str | None)
     return changed
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ProvisionError(f"{path} is damaged: {exc}") from None
-
-
-def runtime_config(etc_dir: Path, default_config: Path, out: Path) -> int:
-    """Write the agent's merged configuration (with credentials) to out, mode 0600."""
-    agent_file = etc_dir / AGENT_FILE
-    try:
-        settings = _read_toml(agent_file if agent_file.exists() else default_config)
-        credentials = _read_toml(etc_dir / CREDENTIALS_FILE)
-        validate(settings, credentials)
-    except ProvisionError as exc:
-        log(f"error: {exc}")
-        return 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write(out, dump_toml(merge(settings, credentials)), 0o600, None, None)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-provision", description=__doc__.split("\n")[0])
     parser.add_argument("--boot-dir", type=Path, default=Path("/boot/firmware"))
@@ -368,12 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--owner", default="edge-agent", help="the agent's user ('' keeps the caller's)"
     )
-    parser.add_argument("--out", type=Path, default=Path("/run/edge-agent/agent.toml"))
-    parser.add_argument("command", choices=["apply", "runtime-config"])
+    parser.add_argument("command", choices=["apply"])
     args = parser.parse_args(argv)
-    if args.command == "apply":
-        return apply(args.boot_dir, args.etc_dir, args.default_config, args.owner or None)
-    return runtime_config(args.etc_dir, args.default_config, args.out)
+    return apply(args.boot_dir, args.etc_dir, args.default_config, args.owner or None)
 
 
 if __name__ == "__main__":

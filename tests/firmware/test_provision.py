@@ -33,7 +33,6 @@ class Device:
     def __init__(self, root: Path) -> None:
         self.boot = root / "boot"
         self.etc = root / "etc" / "edge-agent"
-        self.run_dir = root / "run"
         self.boot.mkdir()
 
     @property
@@ -47,11 +46,13 @@ class Device:
     def apply(self) -> int:
         return provision.apply(self.boot, self.etc, DEFAULT, owner=None)
 
-    def runtime(self) -> AgentConfig:
-        out = self.run_dir / "agent.toml"
-        assert provision.runtime_config(self.etc, DEFAULT, out) == 0
-        assert stat.S_IMODE(out.stat().st_mode) == 0o600
-        return AgentConfig.load(out)
+    @property
+    def password_file(self) -> Path:
+        return self.etc / "mqtt-password"
+
+    def config(self) -> AgentConfig:
+        """What the agent's unit runs: ``edge-agent run --config /etc/edge-agent/agent.toml``."""
+        return AgentConfig.load(self.etc / "agent.toml")
 
 
 @pytest.fixture
@@ -65,13 +66,11 @@ def test_first_boot_writes_config_and_credentials_and_scrubs_the_secret(
     device.env.write_text(GOOD)
     assert device.apply() == 0
     agent = (device.etc / "agent.toml").read_text()
-    assert SECRET not in agent and "password" not in agent
+    assert SECRET not in agent
+    assert "password" not in {**tomllib.loads(agent)["mqtt"]}  # only password_file
     assert stat.S_IMODE((device.etc / "agent.toml").stat().st_mode) == 0o640
-    credentials = device.etc / "credentials.toml"
-    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-    assert tomllib.loads(credentials.read_text()) == {
-        "mqtt": {"username": "store-12-door", "password": SECRET}
-    }
+    assert stat.S_IMODE(device.password_file.stat().st_mode) == 0o640
+    assert device.password_file.read_text() == SECRET + "\n"
     left = device.env.read_text()
     assert SECRET not in left
     assert "# MQTT_PASSWORD removed by edge-provision" in left
@@ -80,10 +79,11 @@ def test_first_boot_writes_config_and_credentials_and_scrubs_the_secret(
     out = capsys.readouterr().out
     assert "wrote" in out and "removed MQTT_PASSWORD" in out
 
-    config = device.runtime()
+    config = device.config()
     assert config.device_id == "store-12-door"
     assert (config.mqtt.host, config.mqtt.port) == ("broker.example.net", 8883)
-    assert (config.mqtt.username, config.mqtt.password) == ("store-12-door", SECRET)
+    assert config.mqtt.password_file == device.password_file
+    assert (config.mqtt.username, config.mqtt.resolved_password()) == ("store-12-door", SECRET)
     assert [(c.id, c.source) for c in config.cameras] == [
         ("entrance", "rtsp://10.0.0.21/stream1"),
         ("till", "0"),
@@ -93,7 +93,7 @@ def test_first_boot_writes_config_and_credentials_and_scrubs_the_secret(
 def test_a_second_boot_changes_nothing(device: Device, capsys: pytest.CaptureFixture[str]) -> None:
     device.env.write_text(GOOD)
     assert device.apply() == 0
-    files = [device.etc / "agent.toml", device.etc / "credentials.toml", device.env]
+    files = [device.etc / "agent.toml", device.password_file, device.env]
     before = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
     capsys.readouterr()
     assert device.apply() == 0
@@ -107,13 +107,13 @@ def test_later_edits_apply_and_a_new_password_rotates(device: Device) -> None:
     # The operator points the device at another broker: the stored password is kept.
     device.env.write_text(device.env.read_text().replace("broker.example.net", "10.1.2.3"))
     assert device.apply() == 0
-    config = device.runtime()
-    assert (config.mqtt.host, config.mqtt.password) == ("10.1.2.3", SECRET)
+    config = device.config()
+    assert (config.mqtt.host, config.mqtt.resolved_password()) == ("10.1.2.3", SECRET)
     # `cloud-hub device rotate` gave a new password: it replaces the old one.
     with device.env.open("a") as handle:
         handle.write("MQTT_PASSWORD=rotated-pw\n")
     assert device.apply() == 0
-    assert device.runtime().mqtt.password == "rotated-pw"
+    assert device.config().mqtt.resolved_password() == "rotated-pw"
     assert "rotated-pw" not in device.env.read_text()
 
 
@@ -125,12 +125,19 @@ def test_windows_line_endings_and_bom(device: Device) -> None:
     assert raw.count(b"\r\n") == GOOD.count("\n")  # every line keeps its ending
 
 
-def test_no_file_keeps_the_image_default(device: Device) -> None:
+def test_no_file_runs_the_image_default_until_one_comes(
+    device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert device.apply() == 0
-    assert not device.etc.exists()
-    config = device.runtime()
+    config = device.config()
     assert config.device_id == "edge-unprovisioned"
     assert config.cameras[0].loop and config.cameras[0].realtime
+    assert "never provisioned" in capsys.readouterr().out
+    assert device.apply() == 0  # the next boot without a file keeps it
+    assert "keeping" in capsys.readouterr().out
+    device.env.write_text(GOOD)
+    assert device.apply() == 0
+    assert device.config().device_id == "store-12-door"
 
 
 @pytest.mark.parametrize(
@@ -156,7 +163,7 @@ def test_a_bad_file_fails_clearly_and_changes_nothing(
     assert device.apply() == 1
     assert message in device.error.read_text()
     assert message in capsys.readouterr().out
-    assert not device.etc.exists()
+    assert not device.etc.exists() or not device.password_file.exists()
     assert device.env.read_text() == text  # the password stays until it has been stored
     # Fixed file, next boot: provisioned, and the error note is gone.
     device.env.write_text(GOOD)
@@ -174,7 +181,8 @@ def test_owner_is_applied(device: Device) -> None:
     user = pwd.getpwuid(os.getuid()).pw_name
     device.env.write_text(GOOD)
     assert provision.apply(device.boot, device.etc, DEFAULT, owner=user) == 0
-    assert (device.etc / "credentials.toml").stat().st_uid == os.getuid()
+    for path in (device.password_file, device.etc / "agent.toml"):  # root:agent's group
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), pwd.getpwnam(user).pw_gid)
 
 
 def test_dump_toml_round_trips_every_config_shape() -> None:

@@ -74,9 +74,9 @@ def test_units_run_what_the_image_installs() -> None:
             program = line.split()[0]
             assert program in installed | {"/opt/edge-agent/venv/bin/edge-agent"}, line
             if "provision.py" in line:
-                assert line.split()[-1] in {"apply", "runtime-config"}
+                assert line.split()[-1] == "apply"
     agent = (UNITS / "edge-agent.service").read_text()
-    assert "--config /run/edge-agent/agent.toml" in agent
+    assert "--config /etc/edge-agent/agent.toml" in agent
     assert "Requires=edge-provision.service" in agent
     assert "/boot/firmware" in (UNITS / "edge-provision.service").read_text()
     fstab = (ROOTFS / "etc" / "fstab").read_text()

@@ -168,7 +168,7 @@ def test_agent_files_and_credentials(fleet: Fleet, installed: Any) -> None:
             "port": 1883,
             "topic_root": TOPIC_ROOT,
             "username": fleet.device_id(host),
-            "password": fleet.passwords[host],
+            "password_file": "/etc/edge-agent/mqtt-password",
         }
         if host == TLS_DEVICE:
             tls = {"tls_ca": "ca.pem", "tls_cert": "client.pem", "tls_key": "client.key"}
@@ -182,10 +182,14 @@ def test_agent_files_and_credentials(fleet: Fleet, installed: Any) -> None:
         assert config["cameras"] == [
             {"id": "door", "source": f"/srv/video/{CLIP}", "loop": True, "realtime": True, "fps": 2}
         ]
-        st = config_path.stat()
-        assert oct(st.st_mode & 0o777) == "0o640"
-        assert st.st_uid == 0
-        assert st.st_gid == _ids(root, "group", "edge-agent")
+        secret = target.path("/etc/edge-agent/mqtt-password")
+        assert secret.read_text() == fleet.passwords[host] + "\n"
+        assert fleet.passwords[host] not in config_path.read_text()
+        for path in (config_path, secret):  # the agent reads them and cannot change them
+            st = path.stat()
+            assert oct(st.st_mode & 0o777) == "0o640"
+            assert st.st_uid == 0
+            assert st.st_gid == _ids(root, "group", "edge-agent")
 
         state = target.path("/var/lib/edge-agent").stat()
         assert state.st_uid == _ids(root, "passwd", "edge-agent")

@@ -47,3 +47,23 @@ def test_cert_needs_key(tmp_path: Path) -> None:
 def test_missing_ca_file_fails_early(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         configure_client(_client(), MqttConfig(tls_ca=tmp_path / "nope.pem"))
+
+
+def test_password_file_is_read_and_its_newline_dropped(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("p#ss word\n")
+    client = _client()
+    configure_client(client, MqttConfig(username="dev-1", password_file=secret))
+    assert client._password == b"p#ss word"
+
+
+def test_password_file_problems_name_the_setting(tmp_path: Path) -> None:
+    missing = MqttConfig(username="dev-1", password_file=tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"mqtt.password_file .*nope: No such file"):
+        configure_client(_client(), missing)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        configure_client(_client(), MqttConfig(username="dev-1", password_file=empty))
+    with pytest.raises(ValidationError, match="alternatives"):
+        MqttConfig(password="x", password_file=empty)
