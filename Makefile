@@ -59,4 +59,4 @@ image: $(VENV)/.installed models/dist/manifest.json
 
 image-test: build/firmware/edge-amd64.img
 	.ci/image-tools.sh --all
-	$(BIN)/python -m pytest -m image tests/firmware
+	$(BIN)/python -m pytest -m image -s tests/firmware  # -s: each boot prints its time to online
