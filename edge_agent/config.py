@@ -53,6 +53,10 @@ class MqttConfig(_Section):
     def _cert_with_key(self) -> MqttConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("password and password_file are alternatives: set one")
         return self
