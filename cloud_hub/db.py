@@ -166,8 +166,10 @@ async def migrate(
         done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
         # Migration SQL reads the settings it needs from these session variables.
         await conn.execute(
-            "SELECT set_config('hub.chunk_interval', $1, false)",
+            "SELECT set_config('hub.chunk_interval', $1, false),"
+            " set_config('hub.earliest_event', $2, false)",
             f"{settings.chunk_interval_days} days",
+            settings.earliest_event.isoformat(),
         )
         backend: Backend | None = None
         for migration in migrations():

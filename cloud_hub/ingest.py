@@ -41,8 +41,8 @@ from cloud_hub.live_cache import LiveCache
 from cloud_hub.mqtt_client import Publish, StockClient, client_class
 from cloud_hub.settings import HubSettings
 from cloud_hub.storage import Rejected, store_batch
-from cloud_hub.validation import validate
-from edge_agent.contract import Channel, PersonEvent
+from cloud_hub.validation import REASONS, validate
+from edge_agent.contract import Channel, EventTopic, PersonEvent
 from edge_agent.mqtt_security import apply_credentials
 
 log = structlog.get_logger(__name__)
@@ -75,13 +75,30 @@ class _Prepared:
     other: telemetry.TelemetryBatch = field(default_factory=telemetry.TelemetryBatch)
 
 
+def _first_of_each(events: list[PersonEvent], written: list[uuid.UUID]) -> list[PersonEvent]:
+    """The events whose rows were written: for an id the batch carries twice, the first
+    (the one the insert kept)."""
+    wanted = set(written)
+    fresh = []
+    for event in events:
+        if event.event_id in wanted:
+            wanted.discard(event.event_id)
+            fresh.append(event)
+    return fresh
+
+
 class MqttIngest:
     """Subscribes to every device's events and feeds them to the database in batches."""
 
     def __init__(self, settings: HubSettings, pool: asyncpg.Pool, cache: LiveCache) -> None:
         self._settings = settings
+        self._bounds = settings.time_bounds
         self._pool = pool
         self._cache = cache
+        for reason in REASONS:  # every reason on /metrics from the start, at 0
+            metrics.MESSAGES_REJECTED.labels(reason=reason)
+        for task in ("ingest", "live_cache", "rollups"):
+            metrics.TASK_FAILURES.labels(task=task)
         # The inbox: appended by paho's thread, drained by the consumer. Bounded: a full
         # inbox blocks paho's thread (the broker then stops at its inflight window), which
         # ``_inbox_changed`` wakes when the consumer takes a batch; ``_wakeup`` is set from
@@ -197,6 +214,8 @@ class MqttIngest:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = s.mqtt_session_expiry_s
             props.ReceiveMaximum = min(s.queue_size, 65535)
+            # The broker drops (never sends) a bigger message: only too_large could come of it.
+            props.MaximumPacketSize = s.mqtt_max_packet_bytes
             self._client.connect_async(
                 s.mqtt_host, s.mqtt_port, s.mqtt_keepalive_s, clean_start=False, properties=props
             )
@@ -294,14 +313,13 @@ class MqttIngest:
         prepared = _Prepared(batch)
         root = self._settings.topic_root
         for item in batch:
-            channel = self._channel(item.topic)
             result: PersonEvent | telemetry.Telemetry | Rejected
-            if channel in _TELEMETRY:
-                assert channel is not None
-                received = datetime.fromtimestamp(item.received_at, UTC)
-                result = telemetry.validate(channel, item.topic, item.payload, root, received)
-            else:
-                result = validate(item.topic, item.payload, root)
+            try:
+                result = self._validate(item, root)
+            except Exception as exc:  # a validation bug: keep the message as a dead letter
+                metrics.TASK_FAILURES.labels(task="ingest").inc()
+                log.exception("validation_crashed", topic=item.topic[:200])
+                result = Rejected(item.topic, "hub_error", repr(exc)[:1000], item.payload)
             if isinstance(result, PersonEvent):
                 prepared.events.append(result)
             elif isinstance(result, Rejected):
@@ -309,6 +327,16 @@ class MqttIngest:
             else:
                 prepared.other.add(result)
         return prepared
+
+    def _validate(self, item: Received, root: str) -> PersonEvent | telemetry.Telemetry | Rejected:
+        channel = self._channel(item.topic)
+        if channel in _TELEMETRY:
+            assert channel is not None
+            received = datetime.fromtimestamp(item.received_at, UTC)
+            return telemetry.validate(
+                channel, item.topic, item.payload, root, received, self._bounds
+            )
+        return validate(item.topic, item.payload, root, self._bounds)
 
     async def handle(self, batch: list[Received]) -> None:
         """Validate, store (retrying until the database takes it), ack, then update Redis."""
@@ -341,10 +369,11 @@ class MqttIngest:
                 size=len(bad.payload),
                 detail=bad.detail[:300],
             )
+        # Rows, not ids: a batch carrying one id twice writes one row and one duplicate.
         metrics.EVENTS_STORED.inc(len(new_ids))
         metrics.EVENTS_DUPLICATE.inc(len(events) - len(new_ids))
         metrics.QUEUE_DEPTH.set(len(self._inbox))
-        fresh = [e for e in events if e.event_id in new_ids]
+        fresh = _first_of_each(events, new_ids)
         if not (fresh or other):
             return
         if self._cache_task is None:  # not running (tests calling handle directly)
@@ -364,6 +393,7 @@ class MqttIngest:
             try:
                 await self._push_cache(events, other)
             except Exception:  # a cache bug must not stop ingest; LiveCache logs Redis errors
+                metrics.TASK_FAILURES.labels(task="live_cache").inc()
                 log.exception("live_cache_update_failed")
             finally:
                 self._cache_queue.task_done()
@@ -376,64 +406,70 @@ class MqttIngest:
 
     async def _store_with_retry(
         self, events: list[PersonEvent], rejected: list[Rejected]
-    ) -> set[uuid.UUID]:
-        delay = 0.5
-        while True:
-            try:
-                new_ids = await store_batch(self._pool, events, rejected)
-            except _POISON as exc:
-                log.error("batch_has_bad_rows", error=str(exc), events=len(events))
-                return await self._store_one_by_one(events, rejected)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                metrics.DB_ERRORS.inc()
-                self.db_ok = False
-                log.warning("db_write_failed", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.db_retry_max_s)
-                continue
-            if not self.db_ok:
-                log.info("db_write_recovered")
-            self.db_ok = True
-            return new_ids
+    ) -> list[uuid.UUID]:
+        try:
+            return await self._until_stored(lambda: store_batch(self._pool, events, rejected))
+        except _POISON as exc:
+            log.error("batch_has_bad_rows", error=str(exc), events=len(events))
+            return await self._store_one_by_one(events, rejected)
 
     async def _retry(
         self, write: Callable[[], Awaitable[T]], what: telemetry.TelemetryBatch
     ) -> T | None:
         """Status, health and occupancy: retried like events while the database is down;
         a batch the database refuses as data is logged and dropped (it cannot succeed)."""
+        try:
+            return await self._until_stored(write)
+        except _POISON as exc:
+            log.error(
+                "telemetry_refused",
+                error=str(exc),
+                statuses=len(what.statuses),
+                health=len(what.health),
+                occupancy=len(what.occupancy),
+            )
+            return None
+
+    async def _until_stored(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Run one write transaction until it commits, backing off while it fails.
+
+        Rows the database refuses as data (``_POISON``) are raised to the caller: retrying
+        them cannot succeed. Anything else is retried, since the messages are not acked
+        until it commits: a database away (logged as a warning) or an error this code did
+        not foresee (logged with its traceback and counted), so ingest never dies silently
+        and loses nothing; it stalls, loudly, until the cause is gone.
+        """
         delay = 0.5
         while True:
             try:
                 result = await write()
-            except _POISON as exc:
-                log.error(
-                    "telemetry_refused",
-                    error=str(exc),
-                    statuses=len(what.statuses),
-                    health=len(what.health),
-                    occupancy=len(what.occupancy),
-                )
-                return None
+            except _POISON:
+                raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 metrics.DB_ERRORS.inc()
                 self.db_ok = False
                 log.warning("db_write_failed", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.db_retry_max_s)
-                continue
-            self.db_ok = True
-            return result
+            except Exception:
+                metrics.TASK_FAILURES.labels(task="ingest").inc()
+                log.exception("ingest_write_crashed", retry_in_s=delay)
+            else:
+                if not self.db_ok:
+                    log.info("db_write_recovered")
+                self.db_ok = True
+                return result
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.db_retry_max_s)
 
     async def _store_one_by_one(
         self, events: list[PersonEvent], rejected: list[Rejected]
-    ) -> set[uuid.UUID]:
+    ) -> list[uuid.UUID]:
         """Isolate the rows the database refuses, so one bad event cannot block the rest."""
-        new_ids: set[uuid.UUID] = set()
+        new_ids: list[uuid.UUID] = []
         for event in events:
             try:
-                new_ids |= await store_batch(self._pool, [event], [])
+                new_ids += await store_batch(self._pool, [event], [])
             except _POISON as exc:
-                topic = f"{self._settings.topic_root}/v1/{event.device_id}/events/{event.camera_id}"
+                topic = str(EventTopic(self._settings.topic_root, event.device_id, event.camera_id))
                 rejected.append(
                     Rejected(topic, "db_rejected", str(exc), event.model_dump_json().encode())
                 )

@@ -28,3 +28,11 @@ QUEUE_DEPTH = Gauge("hub_ingest_queue_depth", "Messages received but not yet wri
 DB_ERRORS = Counter("hub_db_errors_total", "Failed database writes (retried with backoff).")
 REDIS_ERRORS = Counter("hub_redis_errors_total", "Failed or skipped live-cache updates.")
 MQTT_CONNECTED = Gauge("hub_mqtt_connected", "1 while the hub is connected to the broker.")
+TASK_FAILURES = Counter(
+    "hub_background_task_failures_total",
+    "Failed rounds of a background task (logged with the error; the task goes on).",
+    ["task"],
+)
+ROLLUP_ROUNDS = Counter(
+    "hub_rollup_rounds_total", "Completed rollup maintenance rounds (this process)."
+)

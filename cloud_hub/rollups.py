@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
 
+from cloud_hub import metrics
 from cloud_hub.db import Backend, detect_backend
 from cloud_hub.settings import HubSettings
 
@@ -47,6 +49,11 @@ _ROLLUP_DIMENSIONS = "device_id, camera_id, gender, age_band, direction"
 
 def _days(n: int) -> timedelta | None:
     return timedelta(days=n) if n else None
+
+
+def _aware(moment: datetime) -> datetime:
+    """asyncpg reads -infinity and infinity as naive ``datetime.min`` and ``max``."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def floor_hour(moment: datetime) -> datetime:
@@ -158,6 +165,10 @@ async def maintain(
             await run_timescaledb_jobs(conn)
     elif backend is Backend.PLAIN:
         await _maintain_plain(conn, settings)
+    if backend is not None:
+        forgotten = await forget_event_ids(conn, settings)
+        if forgotten:
+            log.info("event_ids_forgotten", count=forgotten)
 
 
 async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
@@ -171,6 +182,15 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
                FROM timescaledb_information.continuous_aggregates WHERE view_name = $1""",
             view,
         )
+        if await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {mat} WHERE bucket < $1)", s.earliest_event
+        ):
+            # Rows before the earliest time were dead-lettered (migration 008); the refresh
+            # policies look back only HUB_ROLLUP_LATE_DAYS, so drop their buckets here.
+            log.info("rollup_refresh_before_earliest", view=view)
+            await conn.execute(
+                "CALL refresh_continuous_aggregate($1, NULL, $2)", view, s.earliest_event
+            )
         if await conn.fetchval(
             f"""SELECT NOT EXISTS (SELECT 1 FROM {mat})
                        AND EXISTS (SELECT 1 FROM person_events)"""
@@ -256,13 +276,7 @@ async def _refresh_plain(conn: asyncpg.Connection, s: HubSettings) -> None:
     changed = await conn.fetch("DELETE FROM rollup_invalidations RETURNING device_id, low, high")
     late = _days(s.rollup_late_days)
     horizon = now - late if late else None
-    hours: set[tuple[str, datetime]] = set()
-    for row in changed:
-        hour, last = floor_hour(row["low"]), floor_hour(row["high"])
-        while hour <= last and hour < hourly_mark:
-            if horizon is None or hour >= horizon:
-                hours.add((row["device_id"], hour))
-            hour += _HOUR
+    hours = _late_hours(changed, max(horizon or s.earliest_event, s.earliest_event), hourly_mark)
     if hours:
         await _reaggregate(conn, "stats_hourly_rollup", sorted(hours))
         day_horizon = horizon - _DAY if horizon else None
@@ -306,6 +320,44 @@ async def _refresh_plain(conn: asyncpg.Connection, s: HubSettings) -> None:
         )
 
 
+def _late_hours(
+    changed: list[asyncpg.Record], since: datetime, watermark: datetime
+) -> set[tuple[str, datetime]]:
+    """The (device, hour)s logged spans touch between ``since`` and the watermark.
+
+    The spans are clamped before they are walked: a span is whatever the rows said (a
+    row from before time bounds existed may say -infinity, which asyncpg reads as
+    ``datetime.min``), and only hours that can still change a rollup matter.
+    """
+    hours: set[tuple[str, datetime]] = set()
+    for row in changed:
+        low, high = max(_aware(row["low"]), since), min(_aware(row["high"]), watermark)
+        if low > high:
+            continue
+        hour = floor_hour(low)
+        while hour <= high and hour < watermark:
+            hours.add((row["device_id"], hour))
+            hour += _HOUR
+    return hours
+
+
+async def forget_event_ids(conn: asyncpg.Connection, settings: HubSettings) -> int:
+    """Drop idempotency claims of events retention has dropped (both backends).
+
+    A claim outlives its row by a chunk's width: chunks and partitions go whole, once
+    their newest possible row is past retention, so a claim is forgotten only when its
+    row is surely gone (a redelivery of such an old event would be stored again, and
+    dropped again by the next retention round).
+    """
+    if not settings.retention_days:
+        return 0
+    keep = timedelta(days=settings.retention_days + settings.chunk_interval_days)
+    result: str = await conn.execute(
+        "DELETE FROM event_ids WHERE last_seen < now() - $1::interval", keep
+    )
+    return int(result.split()[-1])
+
+
 async def _reaggregate(
     conn: asyncpg.Connection, table: str, keys: list[tuple[str, datetime]]
 ) -> None:
@@ -342,6 +394,13 @@ class Maintainer:
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
+        self.failures = 0
+        self.last_round_s: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the loop is still running (it only ends when stopped)."""
+        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         """Start the loop (a first round right away)."""
@@ -357,11 +416,24 @@ class Maintainer:
     async def _run(self) -> None:
         backend: Backend | None = None
         while True:
+            started = time.monotonic()
             try:
                 async with self._pool.acquire() as conn:
                     backend = backend or await detect_backend(conn)
                     await maintain(conn, self._settings, backend)
                 self.rounds += 1
+                self.last_round_s = time.monotonic() - started
+                metrics.ROLLUP_ROUNDS.inc()
+            except asyncio.CancelledError:
+                raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                # The database is away or busy: expected now and then, no traceback needed.
+                self.failures += 1
+                metrics.TASK_FAILURES.labels(task="rollups").inc()
                 log.warning("rollup_maintenance_failed", error=str(exc))
+            except Exception:
+                # A bug or data this code did not foresee: say where, then try next round.
+                self.failures += 1
+                metrics.TASK_FAILURES.labels(task="rollups").inc()
+                log.exception("rollup_maintenance_crashed")
             await asyncio.sleep(self._settings.rollup_refresh_s)

@@ -7,13 +7,19 @@ newcomer needs no configuration; production overrides them through the environme
 from __future__ import annotations
 
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edge_agent.contract import DEFAULT_TOPIC_ROOT
+from edge_agent.contract import (
+    DEFAULT_TOPIC_ROOT,
+    EARLIEST_EVENT_TIME,
+    MAX_PAYLOAD_BYTES,
+    TimeBounds,
+)
 
 
 def _default_client_id() -> str:
@@ -72,6 +78,14 @@ class HubSettings(BaseSettings):
         "the hub (hub), or the hub only when no TimescaleDB scheduler runs (auto).",
     )
 
+    earliest_event: datetime = Field(
+        default=EARLIEST_EVENT_TIME,
+        description="Events, statuses, health and occupancy stamped before this are "
+        "dead-lettered (reason bad_time): a device whose clock was never set stamps 1970.",
+    )
+
+    # --- API cost limits (limits on what one request may make the hub do) ---
+
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
@@ -89,6 +103,15 @@ class HubSettings(BaseSettings):
     )
     mqtt_session_expiry_s: int = Field(default=86_400, ge=0)
     mqtt_keepalive_s: int = Field(default=30, ge=5)
+    mqtt_max_packet_bytes: int = Field(
+        default=4 * MAX_PAYLOAD_BYTES,
+        ge=MAX_PAYLOAD_BYTES + 256,
+        le=268_435_455,
+        description="MQTT 5 Maximum Packet Size the hub asks of the broker. A message a bit "
+        "over the contract's limit still arrives and is dead-lettered as too_large (so it "
+        "shows); a bigger one is dropped by the broker instead of filling the hub's memory. "
+        "MQTT 3.1.1 has no such property: set the broker's max_packet_size.",
+    )
     topic_root: str = DEFAULT_TOPIC_ROOT
     share_group: str = Field(
         default="hub",
@@ -173,6 +196,20 @@ class HubSettings(BaseSettings):
         if (self.mqtt_tls_cert is None) != (self.mqtt_tls_key is None):
             raise ValueError("mqtt_tls_cert and mqtt_tls_key go together: set both or neither")
         return self
+
+    @field_validator("earliest_event")
+    @classmethod
+    def _aware_earliest(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("earliest_event needs a time zone, e.g. 2020-01-01T00:00:00Z")
+        if value.year < 1970:
+            raise ValueError("earliest_event must be 1970 or later")
+        return value
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        """What message times the hub accepts (the contract's rule, this hub's earliest)."""
+        return TimeBounds(earliest=self.earliest_event)
 
     @property
     def event_filter(self) -> str:

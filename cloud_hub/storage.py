@@ -1,9 +1,12 @@
 """The batch write path: one transaction stores a batch of events and its rejects.
 
-Idempotent by construction: ``ON CONFLICT (event_id, last_seen) DO NOTHING`` makes a
-redelivered event (same id, same ``last_seen``) a no-op, so the hub can acknowledge MQTT
-messages only after this commits. The key has ``last_seen`` because hypertables and
-partitioned tables need their time column in every unique key. The same statement runs
+Idempotent on ``event_id`` alone: the statement first claims each id in ``event_ids``
+(primary key on the id) and writes a ``person_events`` row only for the ids it claimed,
+so a redelivered event, or the same id again with another ``last_seen``, device or
+partition, is a no-op. ``person_events`` itself cannot have that key: hypertables and
+partitioned tables need their time column in every unique key, and a lookup of the id in
+every chunk (compressed ones included) would cost more than one small index. The claim
+is a unique-index insert, so concurrent hubs cannot both win it. The same statement runs
 on TimescaleDB and on plain PostgreSQL; neither needs more than this one statement per
 batch (rollups are kept by TimescaleDB, or by the hub from a statement trigger's log).
 """
@@ -20,21 +23,33 @@ import asyncpg
 from edge_agent.contract import PersonEvent
 
 _INSERT_EVENTS = """
-WITH new AS (
-    INSERT INTO person_events (
-        event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
-        gender, gender_confidence, age, age_low, age_high, age_confidence,
-        direction, crops, models, return_of)
-    SELECT e.event_id, e.device_id, e.camera_id, e.track_id, e.first_seen, e.last_seen,
-           e.dwell_s, e.gender, e.gender_confidence, e.age, e.age_low, e.age_high,
-           e.age_confidence, e.direction, e.crops, e.models::jsonb, e.return_of
+WITH batch AS (
+    -- One row per id: the first of the batch (a batch may carry an id twice).
+    SELECT DISTINCT ON (e.event_id) e.*
     FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
         $7::real[], $8::text[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[],
         $14::text[], $15::integer[], $16::text[], $17::uuid[]
-    ) AS e(event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
-           gender, gender_confidence, age, age_low, age_high, age_confidence,
-           direction, crops, models, return_of)
+    ) WITH ORDINALITY AS e(event_id, device_id, camera_id, track_id, first_seen, last_seen,
+           dwell_s, gender, gender_confidence, age, age_low, age_high, age_confidence,
+           direction, crops, models, return_of, ord)
+    ORDER BY e.event_id, e.ord
+), claimed AS (
+    INSERT INTO event_ids (event_id, last_seen)
+    SELECT event_id, last_seen FROM batch
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), new AS (
+    INSERT INTO person_events (
+        event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
+        gender, gender_confidence, age, age_low, age_high, age_confidence,
+        direction, crops, models, return_of)
+    SELECT b.event_id, b.device_id, b.camera_id, b.track_id, b.first_seen, b.last_seen,
+           b.dwell_s, b.gender, b.gender_confidence, b.age, b.age_low, b.age_high,
+           b.age_confidence, b.direction, b.crops, b.models::jsonb, b.return_of
+    FROM batch b JOIN claimed USING (event_id)
+    -- A safety net only: an id whose claim was pruned (older than retention) while its
+    -- row still waits for its chunk to be dropped.
     ON CONFLICT (event_id, last_seen) DO NOTHING
     RETURNING event_id, device_id, last_seen
 ), seen AS (
@@ -50,9 +65,15 @@ WITH new AS (
 SELECT event_id FROM new
 """
 
+# A reject marked ``once`` is kept only if the same topic and payload are not kept
+# already: a retained message (a device's status) comes again at every hub start.
 _INSERT_REJECTS = """
 INSERT INTO rejected_messages (topic, reason, detail, payload)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+SELECT r.topic, r.reason, r.detail, r.payload
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::boolean[])
+     AS r(topic, reason, detail, payload, once)
+WHERE NOT (r.once AND EXISTS (SELECT 1 FROM rejected_messages k
+                              WHERE k.topic = r.topic AND k.payload = r.payload))
 """
 
 REJECT_PAYLOAD_KEEP = 2048
@@ -66,6 +87,7 @@ class Rejected:
     reason: str
     detail: str
     payload: bytes
+    once: bool = False  # keep one dead letter per topic and payload (retained messages)
 
 
 def _text(value: str) -> str:
@@ -109,13 +131,14 @@ def _columns(events: list[PersonEvent]) -> list[list[object]]:
 
 async def store_batch(
     pool: asyncpg.Pool, events: list[PersonEvent], rejected: list[Rejected]
-) -> set[uuid.UUID]:
-    """Write events and dead letters in one transaction; return the ids that were new."""
+) -> list[uuid.UUID]:
+    """Write events and dead letters in one transaction; return the ids of the rows
+    written (each once: an id the batch carries twice is written once, or not at all)."""
     async with pool.acquire() as conn, conn.transaction():
-        new: set[uuid.UUID] = set()
+        new: list[uuid.UUID] = []
         if events:
             rows = await conn.fetch(_INSERT_EVENTS, *_columns(events))
-            new = {row["event_id"] for row in rows}
+            new = [row["event_id"] for row in rows]
         if rejected:
             await conn.execute(
                 _INSERT_REJECTS,
@@ -123,5 +146,6 @@ async def store_batch(
                 [r.reason for r in rejected],
                 [_text(r.detail[:1000]) for r in rejected],
                 [r.payload[:REJECT_PAYLOAD_KEEP] for r in rejected],
+                [r.once for r in rejected],
             )
         return new

@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
-from pydantic import ValidationError
 
 from cloud_hub.storage import Rejected
+from cloud_hub.validation import reason_for
 from edge_agent.contract import (
-    MAX_PAYLOAD_BYTES,
+    DEFAULT_TIME_BOUNDS,
     Channel,
     DeviceHealth,
     DeviceStatus,
     Occupancy,
+    TimeBounds,
     parse_health,
     parse_occupancy,
     parse_status,
@@ -95,38 +96,30 @@ def channel_of(topic: str, root: str) -> Channel | None:
         return None
 
 
-def _reason(topic: str, payload: bytes, root: str, exc: ValueError) -> str:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return "too_large"
-    if channel_of(topic, root) is None:
-        return "bad_topic"
-    if isinstance(exc, ValidationError):
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return "invalid_utf8"
-        if any(err["type"] == "json_invalid" for err in exc.errors()):
-            return "bad_json"
-        return "schema"
-    return "device_mismatch"
-
-
 def validate(
-    channel: Channel, topic: str, payload: bytes, root: str, received_at: datetime
+    channel: Channel,
+    topic: str,
+    payload: bytes,
+    root: str,
+    received_at: datetime,
+    bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
 ) -> Telemetry | Rejected:
     """The message a status, health or occupancy topic carries, or why it was refused."""
     try:
         if channel is Channel.STATUS:
-            status = parse_status(topic, payload, root)
+            status = parse_status(topic, payload, root, bounds)
             device_id = status.device_id if status else parse_topic(topic, root).device_id
             return StatusUpdate(device_id, status, received_at)
         if channel is Channel.HEALTH:
-            return HealthSample(parse_health(topic, payload, root), received_at)
+            return HealthSample(parse_health(topic, payload, root, bounds), received_at)
         if channel is Channel.OCCUPANCY:
-            return parse_occupancy(topic, payload, root)
+            return parse_occupancy(topic, payload, root, bounds)
         raise ValueError(f"the hub does not take {channel.value} messages")
     except ValueError as exc:
-        return Rejected(topic, _reason(topic, payload, root, exc), str(exc)[:1000], payload)
+        reason = reason_for(payload, lambda: channel_of(topic, root) is not None, exc)
+        # A status is retained: the broker hands the same bad one over at every start.
+        once = channel is Channel.STATUS
+        return Rejected(topic, reason, str(exc)[:1000], payload, once)
 
 
 _UPSERT_STATUS = """

@@ -4,6 +4,12 @@ Uses the machine's broker and PostgreSQL when they answer on their usual ports a
 embedded ones when they do not; Redis is optional. Then it serves the hub, runs an edge
 agent on a video (the synthetic demo clip by default), prints the statistics once the
 agent's events are in, and keeps serving until Ctrl-C (or exits, with ``--exit-after-demo``).
+
+A video file is checked before anything starts (it exists, is a file, and OpenCV decodes a
+frame of it), so a mistyped path is one line on stderr and exit status 2, not a hub that
+looks like it worked. Streams and camera indices cannot be checked cheaply and are not.
+Each run's agent has a device id of its own (``first-run-`` and the start time), and the
+counts and statistics printed are that device's only: never an earlier run's.
 """
 
 from __future__ import annotations
@@ -11,17 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import secrets
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import structlog
 import uvicorn
 
-from cloud_hub import queries
 from cloud_hub.api import create_app
 from cloud_hub.apikeys import new_key
 from cloud_hub.db import database_name
@@ -31,10 +39,69 @@ from cloud_hub.settings import HubSettings
 
 log = structlog.get_logger(__name__)
 
-DEMO_DEVICE_ID = "first-run"
+DEMO_DEVICE_PREFIX = "first-run"
 DEMO_CAMERA_ID = "cam-1"
 SETTLE_S = 3.0
 SETTLE_MAX_S = 60.0
+BAD_SOURCE_EXIT = 2
+
+
+def run_device_id(now: datetime | None = None) -> str:
+    """A device id for this run only (``first-run-20260124-153012-a1b2``), so what ``up``
+    counts and prints is this run's events and never an earlier run's."""
+    moment = now or datetime.now(UTC)
+    return f"{DEMO_DEVICE_PREFIX}-{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (FFmpeg and OpenCV write their complaints straight to it)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def source_problem(source: str) -> str | None:
+    """Why the agent could not play ``source``, or ``None`` when it can (or cannot be told).
+
+    A file must exist, be a regular file the user may read, and give OpenCV a decoded frame
+    (opened the way the agent opens it). A stream URL, a GStreamer pipeline or a camera
+    index is not checked: opening one can take as long as its timeout, and the agent
+    retries a live source that drops.
+    """
+    try:
+        from edge_agent.sources import SourceError, is_live, open_capture
+    except ImportError:  # no OpenCV: the agent will say so itself
+        return None
+    if is_live(source):
+        return None
+    path = Path(source)
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return "is a directory, not a video file"
+    if not path.is_file():
+        return "not a regular file (for a camera give its index, e.g. 0)"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    with _quiet_stderr():
+        try:
+            capture = open_capture(source)
+        except SourceError:
+            return "OpenCV cannot open it as a video (not a video, or an unsupported format)"
+        try:
+            ok, frame = capture.read()
+        finally:
+            capture.release()
+    if not ok or frame is None:
+        return "OpenCV cannot decode a frame of it (not a video, or an unsupported codec)"
+    return None
 
 
 def _free_port(host: str) -> int:
@@ -86,14 +153,14 @@ def _redact(url: str) -> str:
     return f"{head.split('://')[0]}://…@{tail}" if sep and ":" in head.split("://")[-1] else url
 
 
-def agent_config_toml(settings: HubSettings, source: str) -> str:
+def agent_config_toml(settings: HubSettings, source: str, device_id: str) -> str:
     """The agent's TOML (``edge_agent.config.AgentConfig``) for this hub and one camera."""
 
     def q(value: str) -> str:
         return json.dumps(value)  # a JSON string is a valid TOML basic string
 
     lines = [
-        f"device_id = {q(DEMO_DEVICE_ID)}",
+        f"device_id = {q(device_id)}",
         f"state_dir = {q(str(settings.state_dir / 'agent'))}",  # the agent's outbox
         "",
         "[mqtt]",
@@ -140,8 +207,34 @@ async def _stop_agent(agent: asyncio.subprocess.Process) -> None:
             await agent.wait()
 
 
+async def _run_events(pool: asyncpg.Pool, device_id: str) -> int:
+    """How many events this run's device has stored (``up`` waits for this to settle)."""
+    sql = "SELECT count(*) FROM person_events WHERE device_id = $1"
+    return int(await pool.fetchval(sql, device_id))
+
+
+async def _run_range(pool: asyncpg.Pool, device_id: str) -> tuple[str, str]:
+    """``start``/``end`` for ``/v1/stats`` that hold every event of this run's device
+    (empty: the API's default range, when it has none)."""
+    row = await pool.fetchrow(
+        "SELECT min(last_seen) AS low, max(last_seen) AS high FROM person_events "
+        "WHERE device_id = $1",
+        device_id,
+    )
+    if row is None or row["low"] is None:
+        return "", ""
+    low: datetime = row["low"].astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    high: datetime = row["high"].astimezone(UTC) + timedelta(seconds=1)
+    return low.isoformat(), max(high, datetime.now(UTC)).isoformat()
+
+
 async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: bool) -> int:
     """Bring everything up, run the agent once, report, then serve (see module doc)."""
+    if source is not None:
+        problem = await asyncio.to_thread(source_problem, source)
+        if problem is not None:
+            print(f"cloud-hub up: {source}: {problem}", file=sys.stderr, flush=True)
+            return BAD_SOURCE_EXIT
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         settings, notes = await choose_services(settings, stack)
@@ -186,12 +279,12 @@ async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: 
 
             source = str(await asyncio.to_thread(make_demo_clip, settings.state_dir / "demo.mp4"))
             print(f"No source given: using the demo clip {source}", flush=True)
+        device_id = run_device_id()
         config_path = settings.state_dir / "agent.toml"
-        config_path.write_text(agent_config_toml(settings, source), encoding="utf-8")
+        config_path.write_text(agent_config_toml(settings, source, device_id), encoding="utf-8")
 
         pool: asyncpg.Pool = app.state.hub.pool
-        before = await queries.event_count(pool)
-        print(f"Starting the edge agent ({config_path})", flush=True)
+        print(f"Starting the edge agent as device {device_id} ({config_path})", flush=True)
         print(
             "Statistics print when the agent's source ends; for a live source, "
             f"watch {url}/v1/stats and press Ctrl-C to stop.",
@@ -206,9 +299,12 @@ async def run_up(settings: HubSettings, source: str | None, *, exit_after_demo: 
         if agent.returncode != 0:
             print(f"edge agent exited with {agent.returncode}", file=sys.stderr, flush=True)
 
-        total = await _settled(lambda: queries.event_count(pool))
-        print(f"\nThe agent is done: {total - before} new event(s), {total} stored.\n", flush=True)
-        stats = await asyncio.to_thread(fetch_stats, url, api_key=api_key)
+        new = await _settled(lambda: _run_events(pool, device_id))
+        print(f"\nThe agent is done: {new} new event(s) from device {device_id}.\n", flush=True)
+        start, end = await _run_range(pool, device_id)
+        stats = await asyncio.to_thread(
+            fetch_stats, url, api_key=api_key, device_id=device_id, start=start, end=end
+        )
         print(format_stats(stats), flush=True)
 
         if exit_after_demo:

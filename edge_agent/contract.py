@@ -44,11 +44,58 @@ _PRINTABLE: Final = r"^[\x20-\x7e]+$"
 
 # An event stamped further in the future than this is a clock fault, not data.
 MAX_CLOCK_SKEW: Final = timedelta(minutes=10)
+# An event stamped before this is a clock that was never set (a device without a
+# real-time clock boots at 1970), not data. The hub may lower or raise it
+# (``HUB_EARLIEST_EVENT``); the agent holds events until its clock is past it.
+EARLIEST_EVENT_TIME: Final = datetime(2020, 1, 1, tzinfo=UTC)
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
 
 
+class EventTimeError(ValueError):
+    """A message's time is outside what a hub accepts: before the earliest time (a clock
+    that was never set) or beyond the clock-skew bound (a clock that runs ahead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """The one rule for acceptable message times, shared by the agent and the hub.
+
+    A time must be at or after ``earliest`` and at most ``max_skew`` ahead of the
+    receiver's clock. Every time a message carries is checked, so whatever the database
+    stores can be turned into hours, days and series without overflowing.
+    """
+
+    earliest: datetime = EARLIEST_EVENT_TIME
+    max_skew: timedelta = MAX_CLOCK_SKEW
+
+    def check(self, what: str, moment: datetime | None, now: datetime | None = None) -> None:
+        """Raise :class:`EventTimeError` saying why ``moment`` is not acceptable."""
+        if moment is None:
+            return
+        if moment < self.earliest:
+            raise EventTimeError(
+                f"{what} {moment.isoformat()} is before the earliest accepted time "
+                f"{self.earliest.isoformat()} (was the device's clock set?)"
+            )
+        if moment > (now or datetime.now(UTC)) + self.max_skew:
+            raise EventTimeError(
+                f"{what} {moment.isoformat()} is in the future beyond the allowed clock "
+                f"skew of {self.max_skew.total_seconds():.0f} s"
+            )
+
+    def clock_is_set(self, now: datetime | None = None) -> bool:
+        """Whether a device's wall clock can stamp events yet (it is past ``earliest``)."""
+        return (now or datetime.now(UTC)) >= self.earliest
+
+
+DEFAULT_TIME_BOUNDS: Final = TimeBounds()
+
+
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+14:00 is in year 0 in UTC
+        raise ValueError(f"{value.isoformat()} is outside the years 1-9999 in UTC") from exc
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
@@ -122,10 +169,10 @@ class PersonEvent(_Strict):
 
     @model_validator(mode="after")
     def _times(self) -> PersonEvent:
+        # Whether the times are plausible at all is the receiver's call (TimeBounds, in
+        # parse_event); the model only checks that they are consistent.
         if self.last_seen < self.first_seen:
             raise ValueError("last_seen is before first_seen")
-        if self.last_seen > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError("last_seen is in the future beyond the allowed clock skew")
         return self
 
 
@@ -163,11 +210,17 @@ def parse_event_topic(topic: str, root: str = DEFAULT_TOPIC_ROOT) -> EventTopic:
     return EventTopic(root, device_id, camera_id)
 
 
-def parse_event(topic: str, payload: bytes, root: str = DEFAULT_TOPIC_ROOT) -> PersonEvent:
+def parse_event(
+    topic: str,
+    payload: bytes,
+    root: str = DEFAULT_TOPIC_ROOT,
+    bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
+) -> PersonEvent:
     """Validate one received message; raise ``ValueError`` with the reason if it is bad.
 
-    Checks the size before parsing, the JSON against the model, and that the topic's
-    device and camera are the payload's (a device must not speak for another).
+    Checks the size before parsing, the JSON against the model, that the topic's
+    device and camera are the payload's (a device must not speak for another), and that
+    its times are within ``bounds`` (:class:`EventTimeError` when not).
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
@@ -178,6 +231,9 @@ def parse_event(topic: str, payload: bytes, root: str = DEFAULT_TOPIC_ROOT) -> P
             f"payload device/camera {event.device_id}/{event.camera_id} does not match "
             f"topic {where.device_id}/{where.camera_id}"
         )
+    now = datetime.now(UTC)
+    bounds.check("first_seen", event.first_seen, now)
+    bounds.check("last_seen", event.last_seen, now)
     return event
 
 
@@ -193,11 +249,6 @@ _OUTBOX_DROPPED: Final = (
     "Events dropped because the on-disk outbox was full: a counter that only grows, "
     "though it may start again from 0 when the agent restarts."
 )
-
-
-def _not_future(at: datetime | None) -> None:
-    if at is not None and at > datetime.now(UTC) + MAX_CLOCK_SKEW:
-        raise ValueError("at is in the future beyond the allowed clock skew")
 
 
 def _unique_cameras(camera_ids: list[str]) -> None:
@@ -265,7 +316,6 @@ class DeviceStatus(_Strict):
     def _consistent(self) -> DeviceStatus:
         if self.state is DeviceState.ONLINE and (self.at is None or self.agent_version is None):
             raise ValueError("an online status needs at and agent_version")
-        _not_future(self.at)
         _unique_cameras([camera.camera_id for camera in self.cameras])
         return self
 
@@ -316,7 +366,6 @@ class DeviceHealth(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceHealth:
-        _not_future(self.at)
         _unique_cameras([camera.camera_id for camera in self.cameras])
         return self
 
@@ -329,11 +378,6 @@ class Occupancy(_Strict):
     camera_id: IdString
     at: UtcDatetime
     people: int = Field(ge=0, le=10_000, description="Faces in view now.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Occupancy:
-        _not_future(self.at)
-        return self
 
 
 class DetectorSettings(_Strict):
@@ -527,27 +571,46 @@ def _same_device(where: DeviceTopic, device_id: str, camera_id: str | None = Non
         )
 
 
-def parse_status(topic: str, payload: bytes, root: str = DEFAULT_TOPIC_ROOT) -> DeviceStatus | None:
+def parse_status(
+    topic: str,
+    payload: bytes,
+    root: str = DEFAULT_TOPIC_ROOT,
+    bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
+) -> DeviceStatus | None:
     """Validate a status message; ``None`` for an empty payload (a cleared retained status)."""
     if not payload:
         _channel_topic(Channel.STATUS, topic, root)
         return None
     where, status = _parse_device_message(Channel.STATUS, DeviceStatus, topic, payload, root)
     _same_device(where, status.device_id)
+    bounds.check("at", status.at)
     return status
 
 
-def parse_health(topic: str, payload: bytes, root: str = DEFAULT_TOPIC_ROOT) -> DeviceHealth:
-    """Validate a health message; its device must be the topic's."""
+def parse_health(
+    topic: str,
+    payload: bytes,
+    root: str = DEFAULT_TOPIC_ROOT,
+    bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
+) -> DeviceHealth:
+    """Validate a health message; its device must be the topic's, its time in bounds."""
     where, health = _parse_device_message(Channel.HEALTH, DeviceHealth, topic, payload, root)
     _same_device(where, health.device_id)
+    bounds.check("at", health.at)
     return health
 
 
-def parse_occupancy(topic: str, payload: bytes, root: str = DEFAULT_TOPIC_ROOT) -> Occupancy:
-    """Validate an occupancy message; its device and camera must be the topic's."""
+def parse_occupancy(
+    topic: str,
+    payload: bytes,
+    root: str = DEFAULT_TOPIC_ROOT,
+    bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
+) -> Occupancy:
+    """Validate an occupancy message; its device and camera must be the topic's, its time
+    in bounds."""
     where, seen = _parse_device_message(Channel.OCCUPANCY, Occupancy, topic, payload, root)
     _same_device(where, seen.device_id, seen.camera_id)
+    bounds.check("at", seen.at)
     return seen
 
 

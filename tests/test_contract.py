@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from edge_agent.contract import (
     CHANNELS,
+    EARLIEST_EVENT_TIME,
     MAX_PAYLOAD_BYTES,
     Channel,
     DesiredConfig,
@@ -23,9 +24,11 @@ from edge_agent.contract import (
     DeviceStatus,
     DeviceTopic,
     EstimatorSettings,
+    EventTimeError,
     EventTopic,
     Occupancy,
     PersonEvent,
+    TimeBounds,
     TrackerSettings,
     config_subscription,
     config_topic,
@@ -440,14 +443,49 @@ def test_nested_extra_fields_are_rejected(kind: str, changes: dict[str, Any]) ->
         MAKERS[kind](**changes)
 
 
+TELEMETRY_PARSERS: dict[str, tuple[Callable[..., Any], str]] = {
+    "status": (parse_status, "audience/v1/dev-1/status"),
+    "health": (parse_health, "audience/v1/dev-1/health"),
+    "occupancy": (parse_occupancy, "audience/v1/dev-1/occupancy/cam-1"),
+}
+
+
 @pytest.mark.parametrize("kind", ["status", "health", "occupancy"])
-def test_naive_and_future_times_are_rejected(kind: str) -> None:
+def test_naive_future_and_unset_clock_times_are_rejected(kind: str) -> None:
     with pytest.raises(ValueError, match=r"(?i)timezone"):
         MAKERS[kind](at=datetime.now(UTC).replace(tzinfo=None))
-    with pytest.raises(ValueError, match="future"):
-        MAKERS[kind](at=datetime.now(UTC) + timedelta(hours=1))
+    parse, topic = TELEMETRY_PARSERS[kind]
+    for at, why in (
+        (datetime.now(UTC) + timedelta(hours=1), "future"),
+        (datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC), "earliest"),
+    ):
+        raw = MAKERS[kind](at=at).model_dump_json().encode()
+        with pytest.raises(EventTimeError, match=why):
+            parse(topic, raw)
     plus_two = recent().astimezone(timezone(timedelta(hours=2)))
     assert MAKERS[kind](at=plus_two).model_dump()["at"].utcoffset() == timedelta(0)
+
+
+def test_earliest_time_boundary_is_exact_and_configurable() -> None:
+    """2020-01-01T00:00:00Z is accepted, one microsecond earlier is not (either time)."""
+    edge = datetime(2020, 1, 1, tzinfo=UTC)
+    assert edge == EARLIEST_EVENT_TIME
+    topic = "audience/v1/dev-1/events/cam-1"
+    at_edge = payload(first_seen=edge.isoformat(), last_seen=(edge + timedelta(1)).isoformat())
+    assert parse_event(topic, at_edge).first_seen == edge
+    just_before = edge - timedelta(microseconds=1)
+    for first, last in ((just_before, edge), (just_before - timedelta(1), just_before)):
+        raw = payload(first_seen=first.isoformat(), last_seen=last.isoformat())
+        with pytest.raises(EventTimeError, match="before the earliest accepted time"):
+            parse_event(topic, raw)
+    # A hub that sets its own earliest time (HUB_EARLIEST_EVENT) moves the boundary.
+    older = payload(first_seen="2015-06-01T00:00:00Z", last_seen="2015-06-01T00:00:04Z")
+    with pytest.raises(EventTimeError):
+        parse_event(topic, older)
+    lenient = TimeBounds(earliest=datetime(2010, 1, 1, tzinfo=UTC))
+    assert parse_event(topic, older, bounds=lenient).last_seen.year == 2015
+    assert not TimeBounds().clock_is_set(datetime(1970, 1, 1, 0, 1, tzinfo=UTC))
+    assert TimeBounds().clock_is_set(edge)
 
 
 @pytest.mark.parametrize(

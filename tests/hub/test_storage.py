@@ -60,7 +60,7 @@ def store(db: StorageDb, events: Sequence[PersonEvent]) -> set[uuid.UUID]:
     async def work(pool: asyncpg.Pool) -> set[uuid.UUID]:
         new: set[uuid.UUID] = set()
         for i in range(0, len(events), 250):  # PGlite crashes on big statements
-            new |= await store_batch(pool, list(events[i : i + 250]), [])
+            new.update(await store_batch(pool, list(events[i : i + 250]), []))
         return new
 
     return run(with_pool(db, work))
@@ -422,7 +422,10 @@ def test_upgrade_from_a_deployed_database(storage: StorageDb) -> None:
         f"004_storage.{storage.backend}.sql",
         "005_device_state.sql",
         f"006_occupancy_storage.{storage.backend}.sql",
-    ] + (["007_fleet_rollups.plain.sql"] if storage.backend == "plain" else [])
+    ] + (["007_fleet_rollups.plain.sql"] if storage.backend == "plain" else []) + [
+        f"008_event_ids.{storage.backend}.sql",
+        "009_rejected_topic.sql",
+    ]
     register_cameras(storage)
     assert store(storage, events) == set()  # the copied rows still dedupe redeliveries
     check_all(storage, events, now)
