@@ -5,6 +5,11 @@ interactive documentation at ``/docs``.
 Every endpoint but ``/healthz`` needs an API key (``cloud_hub.auth``, docs/security.md):
 ``read`` for everything that reads, ``admin`` for changing cameras. The live stream also
 takes a short-lived token, as browsers' EventSource cannot send headers.
+
+What one request may make the hub do is bounded (docs/hub.md, "Limits"): bodies by
+``HUB_MAX_BODY_BYTES`` and read only after the key is known (``auth.KeyBeforeBody``),
+statistics by an estimate of their size made before the query
+(``HUB_STATS_MAX_PAIRS``), and validation errors echo no large input.
 """
 
 from __future__ import annotations
@@ -26,14 +31,19 @@ from fastapi import (
     Request,
     Response,
 )
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
+from starlette.middleware import Middleware
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from cloud_hub import __version__, dashboard, queries
 from cloud_hub.apikeys import ApiKey, parse_api_keys
 from cloud_hub.auth import (
     LIVE_COOKIE,
+    KeyBeforeBody,
     RequireAdmin,
     RequireLive,
     RequireMetrics,
@@ -41,6 +51,7 @@ from cloud_hub.auth import (
     require_scope,
 )
 from cloud_hub.export import MEDIA_TYPES, stream_events
+from cloud_hub.http_policy import DefaultHeaders, HeadAsGet
 from cloud_hub.live_cache import LIVE_KINDS, LiveKind, Subscription, stream_id_key
 from cloud_hub.live_tokens import LiveTokens
 from cloud_hub.runtime import Hub
@@ -95,6 +106,13 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Not registe
 _BAD_QUERY: dict[int | str, dict[str, Any]] = {
     422: {"description": "A parameter is invalid, or the answer would be too big."}
 }
+_TOO_BIG: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "A parameter is invalid, or the answer would be too big: its "
+        "bucket x group pairs, estimated before the query, exceed HUB_STATS_MAX_PAIRS "
+        "(the message gives the estimate, the limit and how to narrow the request)."
+    }
+}
 _DB_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"description": "The database (or, for live data, Redis) is unreachable."}
 }
@@ -102,7 +120,11 @@ _AUTH: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or one the hub does not know."},
     403: {"description": "The key's scope is too small."},
 }
-_BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "The body is not JSON."}}
+_BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body is not JSON."},
+    413: {"description": "The body is larger than HUB_MAX_BODY_BYTES."},
+}
+_ECHO_MAX = 100  # characters of an invalid input a 422 repeats
 _HEARTBEAT_S = 15.0
 
 
@@ -115,6 +137,15 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _checked(start: datetime, end: datetime) -> None:
+    """The one check of a time range every endpoint makes (``queries.check_range``:
+    start before end, both in the years served); 422 otherwise."""
+    try:
+        queries.check_range(start, end)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
 def _range(
     start: datetime | None, end: datetime | None, default: timedelta = timedelta(hours=24)
 ) -> tuple[datetime, datetime]:
@@ -124,12 +155,10 @@ def _range(
         if not queries.EARLIEST < end_ <= queries.LATEST:
             raise ValueError
         start_ = _utc(start) if start is not None else end_ - default
-        queries.check_range(start_, end_)
     except (ValueError, OverflowError) as exc:
-        detail = str(exc) or (
-            f"times must lie between {queries.EARLIEST:%Y-%m-%d} and {queries.LATEST:%Y-%m-%d}"
-        )
+        detail = f"times must lie between {queries.EARLIEST:%Y-%m-%d} and {queries.LATEST:%Y-%m-%d}"
         raise HTTPException(422, detail) from exc
+    _checked(start_, end_)
     return start_, end_
 
 
@@ -157,10 +186,14 @@ def event_filter(
         bool | None, Query(description="true: only returns; false: only first visits.")
     ] = None,
 ) -> queries.EventFilter:
-    """The filters /v1/events and /v1/export/events share."""
+    """The filters /v1/events and /v1/export/events share. Either end may be left open;
+    with both, the range is checked as every endpoint checks it (start before end)."""
+    start_, end_ = _bound(start), _bound(end)
+    if start_ is not None and end_ is not None:
+        _checked(start_, end_)
     return queries.EventFilter(
-        _bound(start),
-        _bound(end),
+        start_,
+        end_,
         device_id,
         camera_id,
         site,
@@ -194,6 +227,16 @@ def create_app(settings: HubSettings) -> FastAPI:
         description="People counted by edge devices: statistics, events, devices, cameras, "
         "occupancy and a live stream. Send an API key as `X-API-Key` or `Authorization: "
         "Bearer` (docs/security.md); `read` reads, `admin` also changes cameras.",
+        # Outermost first. The key is checked before the body limit, so a caller without
+        # a key gets 401 whatever it sends, and nothing of its body is read.
+        middleware=[
+            Middleware(DefaultHeaders),
+            Middleware(HeadAsGet),
+            Middleware(KeyBeforeBody),
+            # Starlette's limit (what FastAPI's max_body_size installs), inside
+            # DefaultHeaders so that its 413 carries the same headers as every answer.
+            Middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes),
+        ],
     )
     app.state.hub = hub
     app.state.api_keys = parse_api_keys(settings.api_keys)
@@ -208,6 +251,25 @@ def create_app(settings: HubSettings) -> FastAPI:
     async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("storage_unavailable", error=str(exc), kind=type(exc).__name__)
         return JSONResponse({"detail": "storage unavailable, try again"}, status_code=503)
+
+    async def invalid(_request: Request, exc: Exception) -> JSONResponse:
+        """FastAPI's 422, without repeating large inputs: a 5 MB field would otherwise
+        come back whole (``input``), and a missing field's ``input`` is the whole body."""
+        assert isinstance(exc, RequestValidationError)
+        errors = []
+        for error in exc.errors():
+            error = dict(error)
+            value = error.get("input")
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if isinstance(value, str) and len(value) > _ECHO_MAX:
+                error["input"] = f"{value[:_ECHO_MAX]}... ({len(value):,} characters)"
+            elif isinstance(value, dict | list | tuple | set):
+                del error["input"]  # the caller has it; loc says where
+            errors.append(error)
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
 
     for error in (
         OSError,
@@ -224,7 +286,7 @@ def create_app(settings: HubSettings) -> FastAPI:
 
     # --- statistics ------------------------------------------------------------------------
 
-    @api.get("/v1/stats", response_model=StatsResponse, responses=_BAD_QUERY, tags=["stats"])
+    @api.get("/v1/stats", response_model=StatsResponse, responses=_TOO_BIG, tags=["stats"])
     async def get_stats(
         request: Request,
         start: Start = None,
@@ -265,6 +327,7 @@ def create_app(settings: HubSettings) -> FastAPI:
                 age_band=age_band,
                 direction=direction,
                 group_by=groups,
+                max_pairs=settings.stats_max_pairs,
             )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
@@ -283,7 +346,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             buckets=buckets,
         )
 
-    @api.get("/v1/reports/daily", response_model=DailyReport, responses=_BAD_QUERY, tags=["stats"])
+    @api.get("/v1/reports/daily", response_model=DailyReport, responses=_TOO_BIG, tags=["stats"])
     async def get_daily_report(
         request: Request,
         day: Annotated[
@@ -298,13 +361,20 @@ def create_app(settings: HubSettings) -> FastAPI:
         day = day or datetime.now(UTC).date()
         try:
             start_, end_ = queries.day_range(day)
-            cameras = await queries.daily_stats(_hub(request).pool, day, device_id, camera_id, site)
+            cameras = await queries.daily_stats(
+                _hub(request).pool,
+                day,
+                device_id,
+                camera_id,
+                site,
+                max_pairs=settings.stats_max_pairs,
+            )
         except (ValueError, OverflowError) as exc:
             raise HTTPException(422, str(exc) or "date out of range") from exc
         return DailyReport(date=day.isoformat(), start=start_, end=end_, cameras=cameras)
 
     @api.get(
-        "/v1/occupancy", response_model=OccupancyResponse, responses=_BAD_QUERY, tags=["occupancy"]
+        "/v1/occupancy", response_model=OccupancyResponse, responses=_TOO_BIG, tags=["occupancy"]
     )
     async def get_occupancy(
         request: Request,
@@ -323,7 +393,15 @@ def create_app(settings: HubSettings) -> FastAPI:
         groups = list(dict.fromkeys(group_by or []))
         try:
             buckets = await queries.occupancy(
-                _hub(request).pool, start_, end_, bucket, device_id, camera_id, site, groups
+                _hub(request).pool,
+                start_,
+                end_,
+                bucket,
+                device_id,
+                camera_id,
+                site,
+                groups,
+                max_pairs=settings.stats_max_pairs,
             )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
@@ -638,7 +716,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         return StreamingResponse(
             body(),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
     # --- operations -------------------------------------------------------------------------

@@ -5,6 +5,10 @@
 state (cameras) need ``admin``. The live stream also takes a short-lived token
 (``cloud_hub.live_tokens``) in its URL or a cookie, as browsers cannot send headers
 there. See docs/security.md.
+
+FastAPI reads a request's body before it runs any dependency, so the key checks above
+would come after a body was read in full. :class:`KeyBeforeBody` checks the key of a
+``/v1`` request that carries a body before anything reads it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import (
     APIKeyCookie,
     APIKeyHeader,
@@ -20,8 +25,10 @@ from fastapi.security import (
     HTTPAuthorizationCredentials,
     HTTPBearer,
 )
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cloud_hub.apikeys import ApiKey, Scope, allows, find_key
+from cloud_hub.apikeys import ApiKey, allows, find_key
+from cloud_hub.apikeys import Scope as KeyScope
 from cloud_hub.live_tokens import LiveTokens
 
 LIVE_COOKIE = "hub_live_token"
@@ -43,7 +50,7 @@ _live_cookie = APIKeyCookie(
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="cloud-hub"'}
 
 
-def _check(request: Request, presented: str | None, needed: Scope) -> ApiKey:
+def _check(request: Request, presented: str | None, needed: KeyScope) -> ApiKey:
     if not presented:
         raise HTTPException(401, "an API key is required", headers=_UNAUTHORIZED)
     keys: tuple[ApiKey, ...] = request.app.state.api_keys
@@ -56,7 +63,7 @@ def _check(request: Request, presented: str | None, needed: Scope) -> ApiKey:
     return key
 
 
-def require_scope(needed: Scope) -> Callable[..., Awaitable[ApiKey]]:
+def require_scope(needed: KeyScope) -> Callable[..., Awaitable[ApiKey]]:
     """A FastAPI dependency: the caller's key, which must allow ``needed``.
 
     401 without a key or with an unknown one, 403 when the key's scope is too small.
@@ -103,3 +110,35 @@ RequireRead = Depends(require_scope("read"))
 RequireAdmin = Depends(require_scope("admin"))
 RequireMetrics = Depends(require_scope("metrics"))
 RequireLive = Depends(require_live)
+
+
+def _carries_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+class KeyBeforeBody:
+    """ASGI middleware: a ``/v1`` request with a body (a Content-Length above 0, or a
+    chunked one) gets 401 before its body is read unless it presents a key the hub
+    knows, so nobody without a key can make the hub read (and hold) a body. The scope
+    the endpoint needs is checked by its dependency as before, after the body, which
+    ``HUB_MAX_BODY_BYTES`` bounds. Paths outside ``/v1`` take no bodies and read none."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/") and _carries_body(scope):
+            request = Request(scope)  # headers only: receive is never called
+            header_key = await _api_key_header(request)
+            bearer = await _bearer(request)
+            presented = header_key or (bearer.credentials if bearer else None)
+            keys: tuple[ApiKey, ...] = request.app.state.api_keys
+            if not presented or find_key(keys, presented) is None:
+                detail = "unknown API key" if presented else "an API key is required"
+                response = JSONResponse({"detail": detail}, 401, headers=_UNAUTHORIZED)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

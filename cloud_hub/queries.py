@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -48,10 +48,17 @@ from cloud_hub.schemas import (
 )
 
 MAX_BUCKETS = 10_000
-MAX_GROUPS = 100_000  # (bucket, group) pairs in one answer
-MAX_ROWS = 1_000_000  # rows one statistics statement may return
+# (bucket, group) pairs in one answer by default (the API passes HUB_STATS_MAX_PAIRS).
+MAX_GROUPS = 100_000
+MAX_ROWS = 1_000_000  # rows one stats_rows statement may return (tests, benchmarks)
 StatsBucketSize = Literal["minute", "hour", "day", "week", "month"]
 GroupKey = Literal["site", "device", "camera", "gender", "age_band", "direction"]
+# The dimensions every statistics row has, and their values (schemas: the API's enums).
+_DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "gender": GENDERS,
+    "age_band": AGE_BANDS,
+    "direction": DIRECTIONS,
+}
 _STEP = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 # Times the API accepts: later ones could not be stepped through without overflowing.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -128,6 +135,11 @@ def bucket_starts(start: datetime, end: datetime, bucket: StatsBucketSize) -> li
         starts.append(moment)
         moment = _next(moment, bucket)
     return starts
+
+
+class TooLargeError(ValueError):
+    """An answer over a cost limit, refused before it is read (estimated) or while it
+    is (counted): the API answers 422 with this message."""
 
 
 def check_range(start: datetime, end: datetime) -> None:
@@ -399,6 +411,38 @@ FROM ({" UNION ALL ".join(self.branches)}) AS s {join}
 GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7
 LIMIT {MAX_ROWS + 1}"""
 
+    def cells_sql(self, columns: Sequence[str], limit: int) -> str:
+        """One row per bucket and group (the ``columns`` asked for, others null), with the
+        sums and each gender's, age band's and direction's events: the answer's cells,
+        summed in the database, so the rows read are as many as the answer holds (the
+        81 gender x age band x direction rows of :meth:`sql` would be up to 81 times
+        more). At most ``limit + 1`` rows, so no estimate can make the hub read more."""
+        exprs = {"site": "c.site"} | {
+            name: f"s.{name}" for name in ("device_id", "camera_id", *_DIMENSIONS)
+        }
+        keys = ", ".join(
+            f"{exprs[name] if name in columns else 'NULL::text'} AS {name}"
+            for name in ("device_id", "camera_id", "site", *_DIMENSIONS)
+        )
+        marginals = ",\n       ".join(
+            f"coalesce(sum(s.events) FILTER (WHERE s.{name} = '{value}'), 0)::bigint AS {name}_{i}"
+            for name, values in _DIMENSIONS.items()
+            for i, value in enumerate(values)
+        )
+        join = (
+            "LEFT JOIN cameras c ON c.device_id = s.device_id AND c.camera_id = s.camera_id"
+            if "site" in columns
+            else ""
+        )
+        return f"""SELECT s.bucket, {keys},
+       sum(s.events)::bigint AS events, sum(s.visitors)::bigint AS visitors,
+       coalesce(sum(s.age_sum), 0) AS age_sum, sum(s.age_n)::bigint AS age_n,
+       coalesce(sum(s.dwell_sum), 0) AS dwell_sum,
+       {marginals}
+FROM ({" UNION ALL ".join(self.branches)}) AS s {join}
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+LIMIT {int(limit) + 1}"""
+
 
 @dataclass(slots=True)
 class StatsRow:
@@ -440,6 +484,39 @@ async def _plain_watermarks(conn: asyncpg.Connection) -> tuple[datetime, datetim
     return row["hourly"] or _BEGINNING, row["daily"] or _BEGINNING
 
 
+async def _plan(
+    conn: asyncpg.Connection,
+    statement: _Statement,
+    start: datetime,
+    end: datetime,
+    direct: bool = True,
+) -> None:
+    """Add to ``statement`` the branches that answer ``[start, end)`` (:func:`plan_spans`),
+    inside the caller's repeatable-read transaction: on the plain backend the watermarks
+    and pending hours are read in the same snapshot as the statement."""
+    # Bounds are parameters; a cached generic plan would not see their values.
+    await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    marks = await _plain_watermarks(conn) if direct else None
+    if marks is not None:
+        pending = await conn.fetch("SELECT device_id, hour FROM rollup_pending_hours")
+        statement.set_pending([(r["device_id"], r["hour"]) for r in pending], marks[1])
+        f = statement.filters
+        statement.fleet = f.device_id is None and f.camera_id is None and f.site is None
+        if statement.fleet:  # a database migrated before 007 has none
+            statement.fleet = await conn.fetchval(
+                "SELECT to_regclass('stats_daily_fleet_rollup') IS NOT NULL"
+            )
+    for span in plan_spans(start, end, statement.bucket):
+        if span.source == "person_events":
+            statement.raw(span.start, span.end)
+        elif marks is None:
+            statement.rollup(span.source, span.start, span.end)
+        elif span.source == "stats_hourly":
+            statement.plain_hourly(span.start, span.end, marks[0])
+        else:
+            statement.plain_daily(span.start, span.end, *marks)
+
+
 async def stats_rows(
     pool: asyncpg.Pool,
     start: datetime,
@@ -463,26 +540,7 @@ async def stats_rows(
     filters = StatsFilter(device_id, camera_id, site, gender, age_band, direction)
     statement = _Statement(bucket, filters, per_camera or per_site)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        # Bounds are parameters; a cached generic plan would not see their values.
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        marks = await _plain_watermarks(conn) if direct else None
-        if marks is not None:
-            pending = await conn.fetch("SELECT device_id, hour FROM rollup_pending_hours")
-            statement.set_pending([(r["device_id"], r["hour"]) for r in pending], marks[1])
-            statement.fleet = device_id is None and camera_id is None and site is None
-            if statement.fleet:  # a database migrated before 007 has none
-                statement.fleet = await conn.fetchval(
-                    "SELECT to_regclass('stats_daily_fleet_rollup') IS NOT NULL"
-                )
-        for span in plan_spans(start, end, bucket):
-            if span.source == "person_events":
-                statement.raw(span.start, span.end)
-            elif marks is None:
-                statement.rollup(span.source, span.start, span.end)
-            elif span.source == "stats_hourly":
-                statement.plain_hourly(span.start, span.end, marks[0])
-            else:
-                statement.plain_daily(span.start, span.end, *marks)
+        await _plan(conn, statement, start, end, direct)
         rows = await conn.fetch(statement.sql(per_site), *statement.args)
     if len(rows) > MAX_ROWS:
         raise ValueError("the answer would be too large; narrow the range or the grouping")
@@ -518,16 +576,20 @@ class Tally:
     age: dict[str, int] = field(default_factory=lambda: dict.fromkeys(AGE_BANDS, 0))
     direction: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
 
-    def add(self, row: StatsRow) -> None:
-        """Add one row's measures."""
-        self.events += row.events
-        self.visitors += row.visitors
-        self.age_sum += row.age_sum
-        self.age_n += row.age_n
-        self.dwell_sum += row.dwell_sum
-        self.gender[row.gender] += row.events
-        self.age[row.age_band] += row.events
-        self.direction[row.direction] += row.events
+    def add(self, cell: Mapping[str, Any]) -> None:
+        """Add one cell's measures (a row of :meth:`_Statement.cells_sql`)."""
+        self.events += cell["events"]
+        self.visitors += cell["visitors"]
+        self.age_sum += cell["age_sum"]
+        self.age_n += cell["age_n"]
+        self.dwell_sum += cell["dwell_sum"]
+        for name, counts in (
+            ("gender", self.gender),
+            ("age_band", self.age),
+            ("direction", self.direction),
+        ):
+            for i, value in enumerate(_DIMENSIONS[name]):
+                counts[value] += cell[f"{name}_{i}"]
 
     def fields(self) -> dict[str, Any]:
         """The :class:`Counts` fields (averages rounded to 2 decimals)."""
@@ -553,17 +615,172 @@ _GROUP_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def group_key(row: StatsRow, group_by: Sequence[str]) -> tuple[tuple[str, str | None], ...]:
-    """The row's group as (name, value) pairs, in ``group_by`` order."""
+def group_key(
+    cell: Mapping[str, Any], group_by: Sequence[str]
+) -> tuple[tuple[str, str | None], ...]:
+    """The cell's group as (name, value) pairs, in ``group_by`` order."""
     pairs: dict[str, str | None] = {}
     for name in group_by:
         for column in _GROUP_FIELDS[name]:
-            pairs[column] = getattr(row, column)
+            pairs[column] = cell[column]
     return tuple(pairs.items())
 
 
 def _sort_key(key: tuple[tuple[str, str | None], ...]) -> tuple[tuple[bool, str], ...]:
     return tuple((value is None, value or "") for _, value in key)
+
+
+# --- what an answer would cost, before it is read -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSize:
+    """How many devices, cameras and sites a statement's filters can match, from the
+    small tables (registry, statuses, devices), never from events: the estimate behind
+    the limits on group-by answers and reports."""
+
+    devices: int
+    cameras: int
+    sites: int  # sites registered, plus one for cameras registered at none
+
+    def groups(self, group_by: Sequence[str], filters: StatsFilter) -> dict[str, int]:
+        """How many values each dimension of ``group_by`` may take: the site, device or
+        camera part counted once (a camera has one device and one site), gender 3, age
+        band 9, direction 3, or 1 where a filter fixes it."""
+        wanted = set(group_by)
+        out: dict[str, int] = {}
+        if "camera" in wanted or {"device", "site"} <= wanted:
+            out["camera" if "camera" in wanted else "device x site"] = self.cameras
+        elif "device" in wanted:
+            out["device"] = self.devices
+        elif "site" in wanted:
+            out["site"] = self.sites
+        for name, values in _DIMENSIONS.items():
+            if name in wanted:
+                out[name] = 1 if getattr(filters, name) is not None else len(values)
+        return out
+
+
+# Cameras the hub knows of: registered ones and those the devices' statuses list.
+_KNOWN_CAMERAS = """
+SELECT device_id, camera_id FROM cameras
+UNION
+SELECT s.device_id, x->>'camera_id' FROM device_status s, jsonb_array_elements(s.cameras) x
+"""
+
+
+async def fleet_size(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    device_id: str | None = None,
+    camera_id: str | None = None,
+    site: str | None = None,
+) -> FleetSize:
+    """A cheap count (three small tables, one round trip) of what the filters match.
+
+    With a site, only cameras registered at it count (as in the statistics). Otherwise
+    the registered and reported cameras, plus one for each device that sent events but
+    named no camera yet: every device has at least one. An estimate, not a bound, as a
+    device may publish for cameras it never reported: the statements that follow are
+    bounded by ``LIMIT`` too."""
+    if site is not None:
+        registry = Filters(site)
+        registry.clauses.append("site = $1")
+        if device_id is not None:
+            registry.add("device_id = {}", device_id)
+        if camera_id is not None:
+            registry.add("camera_id = {}", camera_id)
+        row = await conn.fetchrow(
+            "SELECT count(*) AS cameras, count(DISTINCT device_id) AS devices "
+            f"FROM cameras {registry.where()}",
+            *registry.args,
+        )
+        assert row is not None
+        return FleetSize(row["devices"], row["cameras"], 1)
+    known = Filters(device_id, camera_id)
+    known.clauses += [
+        "($1::text IS NULL OR device_id = $1)",
+        "($2::text IS NULL OR camera_id = $2)",
+    ]
+    bare = """SELECT d.device_id FROM devices d
+              WHERE ($1::text IS NULL OR d.device_id = $1)
+                AND NOT EXISTS (SELECT 1 FROM known k WHERE k.device_id = d.device_id)"""
+    row = await conn.fetchrow(
+        f"""WITH known AS ({_KNOWN_CAMERAS}), bare AS ({bare})
+            SELECT (SELECT count(*) FROM known {known.where()})
+                   + (SELECT count(*) FROM bare) AS cameras,
+                   (SELECT count(*) FROM (SELECT device_id FROM known {known.where()}
+                                          UNION SELECT device_id FROM bare) AS d) AS devices,
+                   (SELECT count(DISTINCT site) FROM cameras {known.where()}) + 1 AS sites""",
+        *known.args,
+    )
+    assert row is not None
+    return FleetSize(row["devices"], row["cameras"], row["sites"])
+
+
+def _too_large(what: str, estimate: int, limit: int, parts: str, narrow: str) -> TooLargeError:
+    return TooLargeError(
+        f"{what} would hold about {estimate:,} bucket x group pairs ({parts}), over the "
+        f"limit of {limit:,} (HUB_STATS_MAX_PAIRS); {narrow}"
+    )
+
+
+def check_stats_size(
+    bucket_count: int,
+    bucket: str,
+    group_by: Sequence[str],
+    filters: StatsFilter,
+    fleet: FleetSize | None,
+    limit: int,
+) -> int:
+    """The estimated (bucket, group) pairs of a statistics answer; :class:`TooLargeError`
+    when over ``limit``. Cheap: nothing is read but ``fleet``, counted beforehand."""
+    sizes = FleetSize(1, 1, 1) if fleet is None else fleet
+    dims = sizes.groups(group_by, filters)
+    groups = 1
+    for count in dims.values():
+        groups *= max(1, count)
+    estimate = bucket_count * groups
+    if estimate > limit:
+        parts = " x ".join([f"{bucket_count:,} {bucket} buckets"] + [
+            f"{name} {count:,}" for name, count in dims.items()
+        ])  # fmt: skip
+        raise _too_large(
+            "the answer",
+            estimate,
+            limit,
+            parts,
+            "shorten the range, use a larger bucket, group by fewer dimensions, or filter "
+            "(device_id, camera_id, site, gender, age_band, direction)",
+        )
+    return estimate
+
+
+async def stats_cells(
+    pool: asyncpg.Pool,
+    start: datetime,
+    end: datetime,
+    bucket: StatsBucketSize,
+    filters: StatsFilter,
+    group_by: Sequence[str],
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Per bucket and group of ``group_by``, the measures (:meth:`_Statement.cells_sql`);
+    :class:`TooLargeError` when there are more than ``limit`` cells, having read one more."""
+    columns = [column for name in group_by for column in _GROUP_FIELDS[name]]
+    per_camera = bool({"site", "device", "camera"} & set(group_by))
+    statement = _Statement(bucket, filters, per_camera)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        await _plan(conn, statement, start, end)
+        rows: list[asyncpg.Record] = await conn.fetch(
+            statement.cells_sql(columns, limit), *statement.args
+        )
+    if len(rows) > limit:
+        raise TooLargeError(
+            f"the answer holds more than {limit:,} bucket x group pairs "
+            "(HUB_STATS_MAX_PAIRS); shorten the range, use a larger bucket, group by fewer "
+            "dimensions, or filter"
+        )
+    return rows
 
 
 async def stats(
@@ -579,44 +796,33 @@ async def stats(
     age_band: str | None = None,
     direction: str | None = None,
     group_by: Sequence[GroupKey] = (),
+    max_pairs: int = MAX_GROUPS,
 ) -> tuple[StatsTotals, list[StatsBucket]]:
     """People per bucket, plus the totals of the range; with ``group_by`` each of them
-    also per group (site, device, camera, gender, age band, direction)."""
+    also per group (site, device, camera, gender, age band, direction).
+
+    The answer's size is estimated first (buckets x groups, :func:`check_stats_size`)
+    and refused over ``max_pairs`` before anything is aggregated; the statement then
+    returns one row per cell of the answer, at most ``max_pairs + 1``."""
     starts = bucket_starts(start, end, bucket)
     group_by = list(dict.fromkeys(group_by))
-    rows = await stats_rows(
-        pool,
-        start,
-        end,
-        bucket,
-        device_id,
-        camera_id,
-        site,
-        gender=gender,
-        age_band=age_band,
-        direction=direction,
-        per_camera="device" in group_by or "camera" in group_by,
-        per_site="site" in group_by,
-    )
+    filters = StatsFilter(device_id, camera_id, site, gender, age_band, direction)
+    fleet = None
+    if {"site", "device", "camera"} & set(group_by):
+        fleet = await fleet_size(pool, device_id, camera_id, site)
+    check_stats_size(len(starts), bucket, group_by, filters, fleet, max_pairs)
+    cells = await stats_cells(pool, start, end, bucket, filters, group_by, max_pairs)
     tallies = {s: Tally() for s in starts}
     total = Tally()
     grouped: dict[datetime, dict[Any, Tally]] = {s: {} for s in starts}
     total_groups: dict[Any, Tally] = {}
-    pairs = 0
-    for row in rows:
-        tallies[row.bucket].add(row)
-        total.add(row)
+    for cell in cells:
+        tallies[cell["bucket"]].add(cell)
+        total.add(cell)
         if group_by:
-            key = group_key(row, group_by)
-            if key not in grouped[row.bucket]:
-                pairs += 1
-                if pairs > MAX_GROUPS:
-                    raise ValueError(
-                        f"more than {MAX_GROUPS} bucket-group pairs; narrow the range or grouping"
-                    )
-                grouped[row.bucket][key] = Tally()
-            grouped[row.bucket][key].add(row)
-            total_groups.setdefault(key, Tally()).add(row)
+            key = group_key(cell, group_by)
+            grouped[cell["bucket"]].setdefault(key, Tally()).add(cell)
+            total_groups.setdefault(key, Tally()).add(cell)
 
     def groups(by_key: dict[Any, Tally]) -> list[StatsGroup] | None:
         if not group_by:
@@ -965,9 +1171,15 @@ async def occupancy(
     camera_id: str | None = None,
     site: str | None = None,
     group_by: Sequence[str] = (),
+    *,
+    max_pairs: int = MAX_GROUPS,
 ) -> list[OccupancyBucket]:
-    """Occupancy per bucket (and group) over the minutes in ``[start, end)``."""
+    """Occupancy per bucket (and group) over the minutes in ``[start, end)``; refused
+    (:class:`TooLargeError`) when buckets x groups may exceed ``max_pairs``, estimated as for
+    the statistics before the query, and counted by its ``LIMIT``."""
     starts = bucket_starts(start, end, bucket)
+    fleet = await fleet_size(pool, device_id, camera_id, site) if group_by else None
+    check_stats_size(len(starts), bucket, group_by, StatsFilter(), fleet, max_pairs)
     columns: list[str] = []
     for name in dict.fromkeys(group_by):
         for column in ("site",) if name == "site" else _GROUP_FIELDS[name]:
@@ -1001,11 +1213,14 @@ async def occupancy(
                    round(avg(people)::numeric, 3)::double precision AS people_avg,
                    max(peak) AS people_max, count(*) AS minutes, sum(samples) AS samples
             FROM per_minute GROUP BY 1{outer} ORDER BY 1{outer}
-            LIMIT {MAX_GROUPS + 1}""",
+            LIMIT {int(max_pairs) + 1}""",
         *filters.args,
     )
-    if len(rows) > MAX_GROUPS:
-        raise ValueError("the answer would be too large; narrow the range or the grouping")
+    if len(rows) > max_pairs:
+        raise TooLargeError(
+            f"the answer holds more than {max_pairs:,} bucket x group pairs "
+            "(HUB_STATS_MAX_PAIRS); shorten the range, use a larger bucket or filter"
+        )
     valid = set(starts)
     return [
         OccupancyBucket(
@@ -1081,13 +1296,29 @@ async def daily_stats(
     device_id: str | None = None,
     camera_id: str | None = None,
     site: str | None = None,
+    *,
+    max_pairs: int = MAX_GROUPS,
 ) -> list[CameraDay]:
     """Per camera, one UTC day: totals, gender, age bands, first visits and returns,
     average age and dwell, and the same for each of its 24 hours. Registered cameras
-    that saw nobody are included with zeros."""
+    that saw nobody are included with zeros.
+
+    Each camera is 25 sets of counts: a fleet too large for one report (cameras x 25
+    over ``max_pairs``, counted before anything is aggregated) is refused, :class:`TooLargeError`,
+    asking for a site or device filter."""
     start, end = day_range(day)
     check_range(start, end)
-    rows = await stats_rows(pool, start, end, "hour", device_id, camera_id, site, per_camera=True)
+    fleet = await fleet_size(pool, device_id, camera_id, site)
+    if fleet.cameras * 25 > max_pairs:
+        raise _too_large(
+            "the report",
+            fleet.cameras * 25,
+            max_pairs,
+            f"{fleet.cameras:,} cameras x 24 hours and a total",
+            "filter by site, device_id or camera_id",
+        )
+    filters = StatsFilter(device_id, camera_id, site)
+    cells = await stats_cells(pool, start, end, "hour", filters, ["camera"], max_pairs)
     registered = {
         (c.device_id, c.camera_id): c
         for c in await cameras(pool, site=site, device_id=device_id, camera_id=camera_id)
@@ -1096,11 +1327,10 @@ async def daily_stats(
     tallies: dict[tuple[str, str], tuple[Tally, dict[datetime, Tally]]] = {
         key: (Tally(), {}) for key in registered
     }
-    for row in rows:
-        assert row.device_id is not None and row.camera_id is not None
-        total, by_hour = tallies.setdefault((row.device_id, row.camera_id), (Tally(), {}))
-        total.add(row)
-        by_hour.setdefault(row.bucket, Tally()).add(row)
+    for cell in cells:
+        total, by_hour = tallies.setdefault((cell["device_id"], cell["camera_id"]), (Tally(), {}))
+        total.add(cell)
+        by_hour.setdefault(cell["bucket"], Tally()).add(cell)
     report = []
     for key in sorted(tallies):
         total, by_hour = tallies[key]

@@ -9,6 +9,7 @@ import time
 import asyncpg
 import structlog
 
+from cloud_hub import metrics
 from cloud_hub.db import open_pool, prepare_database
 from cloud_hub.ingest import MqttIngest
 from cloud_hub.live_cache import LiveCache
@@ -55,8 +56,7 @@ class Hub:
         self._rollups.start()
         self._ingest = MqttIngest(self.settings, self._pool, self.cache)
         self._ingest.start()
-        self._consumer = asyncio.create_task(self._ingest.run(), name="ingest")
-        self._consumer.add_done_callback(_report_crash)
+        self._consumer = asyncio.create_task(self._consume(self._ingest), name="ingest")
         log.info(
             "hub_started",
             migrations_applied=applied,
@@ -64,6 +64,23 @@ class Hub:
             protocol=self.settings.mqtt_protocol,
             live_cache=self.cache.enabled,
         )
+
+    @staticmethod
+    async def _consume(ingest: MqttIngest) -> None:
+        """Run the ingest consumer; should it ever fail, say so, count it and start it again.
+
+        Its writes retry by themselves (nothing is acked before it commits), so reaching
+        here means a bug outside them; restarting keeps the hub ingesting meanwhile.
+        """
+        while True:
+            try:
+                await ingest.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.TASK_FAILURES.labels(task="ingest").inc()
+                log.exception("ingest_crashed", restart_in_s=1.0)
+                await asyncio.sleep(1.0)
 
     async def _prepare_database(self) -> list[str]:
         """Migrate, waiting for a database that starts after the hub (compose, boot order)."""
@@ -107,8 +124,3 @@ class Hub:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return False
         return True
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("ingest_crashed", exc_info=task.exception())

@@ -86,6 +86,21 @@ class HubSettings(BaseSettings):
 
     # --- API cost limits (limits on what one request may make the hub do) ---
 
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=1_073_741_824,
+        description="Largest request body the API reads (413 beyond it, by Content-Length "
+        "before reading, or while a chunked body streams in).",
+    )
+    stats_max_pairs: int = Field(
+        default=100_000,
+        ge=1_000,
+        le=10_000_000,
+        description="Bucket x group pairs one /v1/stats or /v1/occupancy answer may hold "
+        "(cameras x 25 for /v1/reports/daily); estimated before the query, 422 beyond.",
+    )
+
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_protocol: Literal["5", "3.1.1"] = "5"

@@ -8,6 +8,7 @@ import functools
 import signal
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO, get_args
 
@@ -74,16 +75,36 @@ def _csv_row(event: PersonEvent) -> list[object]:
     ]
 
 
+def _start_time(text: str) -> datetime:
+    """``--start``: an ISO 8601 time with its zone (``2026-05-01T10:00:00Z``)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-05-01T10:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z or +hh:mm")
+    return moment
+
+
 def _analyze(args: argparse.Namespace) -> int:
+    import structlog
     from tqdm import tqdm
 
     from edge_agent.pipeline import CameraPipeline, load_models
-    from edge_agent.sources import frame_count, read_frames
+    from edge_agent.sources import file_start, frame_count, read_frames
 
     config = AgentConfig.load(args.config) if args.config else AgentConfig()
     config = config.model_copy(update={"device_id": args.device_id or config.device_id})
     camera = CameraConfig(id=args.camera_id, source=str(args.video), fps=args.fps)
     total = frame_count(camera.source)  # fails here, before models load, on a bad video
+    # Events are stamped on the video's own timeline, so the same file gives the same
+    # times every run: --start, else when the file says it was recorded.
+    start, how = (args.start, "--start") if args.start else file_start(args.video)
+    structlog.get_logger(__name__).info(
+        "analyze_timeline", video=str(args.video), start=start.isoformat(), source=how
+    )
     out: TextIO = args.output.open("w", newline="") if args.output else sys.stdout
     writer = csv.writer(out) if args.format == "csv" else None
     if writer:
@@ -98,18 +119,25 @@ def _analyze(args: argparse.Namespace) -> int:
 
     pipeline = CameraPipeline(config.device_id, camera.id, config, load_models(config))
     events = 0
+    broken: SourceError | None = None
+    frames = read_frames(camera.id, camera.source, camera.fps, pipeline.times, start=start)
     with tqdm(total=total, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
-        for frame in read_frames(camera.id, camera.source, camera.fps, pipeline.times):
-            for event in pipeline.process(frame):
-                emit(event)
-                events += 1
-            bar.update(1)
+        try:
+            for frame in frames:
+                for event in pipeline.process(frame):
+                    emit(event)
+                    events += 1
+                bar.update(1)
+        except SourceError as error:  # broken part-way: still report who was seen
+            broken = error
     for event in pipeline.finish():
         emit(event)
         events += 1
     if args.output:
         out.close()
     print(f"{events} people", file=sys.stderr)
+    if broken is not None:
+        raise broken
     return 0
 
 
@@ -204,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--camera-id", default="cam0")
     analyze.add_argument("--device-id", default=None)
     analyze.add_argument("--fps", type=float, default=None, help="process at most this rate")
+    analyze.add_argument(
+        "--start",
+        type=_start_time,
+        default=None,
+        help="wall time of the first frame, e.g. 2026-05-01T10:00:00Z (default: the "
+        "file's recorded creation time, else its modification time minus its duration)",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.set_defaults(fn=_analyze)
 

@@ -18,6 +18,7 @@ never published; it is counted and logged.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter, deque
@@ -87,6 +88,18 @@ class AgentClock:
         """Whether ``event``'s times came from a set clock (``first_seen`` is the earlier)."""
         return self.bounds.clock_is_set(event.first_seen)
 
+    def payload_stamped_before_set(self, payload: bytes) -> bool:
+        """Whether a stored event's JSON is stamped before the clock can have been set
+        (an entry a previous boot wrote at 1970: its monotonic times are gone with that
+        boot, so it can never be fixed). Anything unreadable is left to the hub."""
+        try:
+            first_seen = datetime.fromisoformat(str(json.loads(payload)["first_seen"]))
+        except (ValueError, KeyError, TypeError):
+            return False
+        if first_seen.tzinfo is None:
+            return False
+        return not self.bounds.clock_is_set(first_seen)
+
 
 SYSTEM_CLOCK: Final = AgentClock()
 
@@ -115,9 +128,7 @@ class ClockGate:
         self._held: deque[_Held] = deque()
         self._lock = threading.Lock()
 
-    def offer(
-        self, event: PersonEvent, first_mono: float | None, last_mono: float | None
-    ) -> None:
+    def offer(self, event: PersonEvent, first_mono: float | None, last_mono: float | None) -> None:
         """Publish ``event`` now if it can be; else hold it until the clock is set.
 
         ``first_mono``/``last_mono`` are its times on the monotonic clock (``None`` when

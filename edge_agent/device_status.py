@@ -33,13 +33,21 @@ class StatusBoard:
         self.on_change = on_change
         self._lock = threading.Lock()
         self._cameras = {camera_id: CameraState.CONNECTING for camera_id in camera_ids}
+        self._errors: dict[str, str] = {}
         self._models: dict[str, str] = {}
 
-    def set_camera(self, camera_id: str, state: CameraState) -> None:
-        """Record a camera's state; publish only when it changed."""
+    def set_camera(self, camera_id: str, state: CameraState, error: str | None = None) -> None:
+        """Record a camera's state, and why it went down (kept while it retries, until
+        it is live or has ended); publish only when the state changed. The contract's
+        status carries the state only; the reason is in the log and the local
+        ``/healthz``."""
         with self._lock:
             changed = self._cameras.get(camera_id) is not state
             self._cameras[camera_id] = state
+            if state in (CameraState.LIVE, CameraState.ENDED):
+                self._errors.pop(camera_id, None)
+            elif error is not None:
+                self._errors[camera_id] = error
         if changed:
             self.on_change()
 
@@ -47,6 +55,11 @@ class StatusBoard:
         """The state last recorded for a camera."""
         with self._lock:
             return self._cameras[camera_id]
+
+    def camera_errors(self) -> dict[str, str]:
+        """Why each camera that is down (or retrying) failed last, when it is known."""
+        with self._lock:
+            return dict(self._errors)
 
     def set_models(self, versions: dict[str, str]) -> None:
         """The model versions the cameras run (reported once they are loaded)."""

@@ -13,15 +13,15 @@ import os
 import resource
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
 
+from edge_agent.clock import SYSTEM_CLOCK, AgentClock
 from edge_agent.contract import (
     CameraHealth,
     DeviceHealth,
@@ -61,6 +61,7 @@ class CameraMeter:
         self.dropped = 0
         self.events = 0  # person events produced
         self.returns = 0  # of which recognised as a person coming back
+        self.source_errors: Counter[str] = Counter()  # reason -> failures of the source
         self.times = WindowTimes()
         self.pipeline: CameraPipeline | None = None
         # Stage samples drained but not yet in a health message, and who else sees them
@@ -171,8 +172,10 @@ class Telemetry:
         meters: Sequence[CameraMeter],
         outbox: Outbox,
         live: LiveSettings,
+        clock: AgentClock = SYSTEM_CLOCK,
     ) -> None:
         self.publisher = publisher
+        self.clock = clock
         self.device_id = device_id
         self.meters = meters
         self.outbox = outbox
@@ -229,7 +232,7 @@ class Telemetry:
         cpu_percent = min(100.0, max(0.0, 100.0 * (cpu - cpu_then) / elapsed / cores))
         return DeviceHealth(
             device_id=self.device_id,
-            at=datetime.now(UTC),
+            at=self.clock.now(),
             cameras=cameras,
             latency_ms=latency([m.take_times() for m in self.meters]),
             outbox_depth=self.outbox.depth(),
@@ -240,14 +243,20 @@ class Telemetry:
         )
 
     def send_health(self) -> None:
-        """Publish one health message (skipped while disconnected)."""
+        """Publish one health message (skipped while disconnected, or while the clock is
+        not set: a hub refuses the time, and stale health is not worth keeping)."""
         health = self.health()
+        if not self.clock.is_set():
+            return
         if self.publisher.send(self.health_topic, health.model_dump_json().encode()):
             self.sent_health += 1
 
     def send_occupancy(self) -> None:
-        """Publish each camera's people in view (skipped while disconnected)."""
-        at = datetime.now(UTC)
+        """Publish each camera's people in view (skipped while disconnected or while the
+        clock is not set)."""
+        if not self.clock.is_set():
+            return
+        at = self.clock.now()
         for meter in self.meters:
             people = min(10_000, meter.in_view())
             message = Occupancy(

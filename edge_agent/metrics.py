@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edge_agent.clock import UNFIXABLE, ClockGate
 from edge_agent.contract import CameraState
 from edge_agent.device_status import StatusBoard
 from edge_agent.health import CameraMeter
@@ -42,11 +43,13 @@ class AgentMetrics(Collector):
         outbox: Outbox,
         publisher: MqttPublisher | None = None,
         board: StatusBoard | None = None,
+        gate: ClockGate | None = None,
     ) -> None:
         self.meters = meters
         self.outbox = outbox
         self.publisher = publisher
         self.board = board
+        self.gate = gate
         self.registry = CollectorRegistry(auto_describe=False)
         self.stage_latency = Histogram(
             "edge_agent_stage_latency_seconds",
@@ -94,6 +97,7 @@ class AgentMetrics(Collector):
         report: dict[str, Any] = {
             "status": "ok" if healthy else "unhealthy",
             "cameras": {camera: state.value for camera, state in states.items()},
+            "camera_errors": {} if self.board is None else self.board.camera_errors(),
             "outbox_depth": self.outbox.depth(),
             "outbox_full": full,
             "outbox_dropped": self.outbox.dropped,
@@ -142,6 +146,35 @@ class AgentMetrics(Collector):
             rejected.add_metric(camera, meter.rejected())
             tracks.add_metric(camera, meter.in_view())
         yield from (processed, dropped, events, returns, rejected, tracks)
+        errors = CounterMetricFamily(
+            "edge_agent_source_errors",
+            "Times a camera's source failed: missing, not_a_file, unopenable, no_frames "
+            "(opens, decodes nothing), truncated (stops short of its frame count), decode, "
+            "disconnected (a stream that stopped).",
+            labels=["camera", "reason"],
+        )
+        for meter in self.meters:
+            for reason, count in sorted(meter.source_errors.items()):
+                errors.add_metric([meter.camera_id, reason], count)
+        yield errors
+        discarded = CounterMetricFamily(
+            "edge_agent_events_discarded",
+            "Events never published because their time stamps came from a clock that was "
+            "not set and cannot be fixed (clock_unset_stamp: left in the outbox by an "
+            "earlier boot; clock_never_set: held until the agent stopped; "
+            "clock_hold_full: more held than the gate keeps).",
+            labels=["reason"],
+        )
+        counts = dict(self.gate.discarded) if self.gate is not None else {}
+        counts[UNFIXABLE] = counts.get(UNFIXABLE, 0) + self.outbox.discarded
+        for reason, count in sorted(counts.items()):
+            discarded.add_metric([reason], count)
+        yield discarded
+        yield GaugeMetricFamily(
+            "edge_agent_events_held",
+            "Events waiting for the device's clock to be set (re-stamped when it is).",
+            value=0 if self.gate is None else self.gate.held(),
+        )
         state = GaugeMetricFamily(
             "edge_agent_camera_state",
             "1 for each camera's current state (connecting, live, down, ended).",

@@ -26,7 +26,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('discarded', 0);
 """
 
 
@@ -130,6 +131,9 @@ class Outbox:
             self._dropped: int = self._db.execute(
                 "SELECT value FROM counters WHERE name = 'dropped'"
             ).fetchone()[0]
+            self._discarded: int = self._db.execute(
+                "SELECT value FROM counters WHERE name = 'discarded'"
+            ).fetchone()[0]
         self._handed_through = 0  # ids <= this are with MQTT: evicted only as a last resort
 
     @classmethod
@@ -184,6 +188,30 @@ class Outbox:
                 "UPDATE counters SET value = value + ? WHERE name = 'dropped'", (rows,)
             )
         return rows, nbytes
+
+    def discard_where(self, bad: Callable[[Entry], bool]) -> list[Entry]:
+        """Delete the stored entries ``bad`` says must never be sent, counting them in
+        ``discarded`` (persisted, like ``dropped``); returns them. Reads every entry: for
+        the start, before anything is handed to MQTT."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, topic, payload FROM outbox ORDER BY id").fetchall()
+            gone = [e for e in (Entry(i, t, bytes(p)) for i, t, p in rows) if bad(e)]
+            if not gone:
+                return []
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM outbox WHERE id = ?", [(e.id,) for e in gone])
+                self._db.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'discarded'", (len(gone),)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._count -= len(gone)
+            self._bytes -= sum(len(e.payload) for e in gone)
+            self._discarded += len(gone)
+            return gone
 
     def read_after(self, after_id: int, limit: int) -> list[Entry]:
         """Up to ``limit`` entries with ids above ``after_id``, oldest first."""
@@ -250,6 +278,13 @@ class Outbox:
         """Entries evicted because the outbox was full, over this file's whole life."""
         with self._lock:
             return self._dropped
+
+    @property
+    def discarded(self) -> int:
+        """Entries deleted unsent because they must never be sent (:meth:`discard_where`),
+        over this file's whole life."""
+        with self._lock:
+            return self._discarded
 
     def journal_mode(self) -> str:
         """SQLite's journal mode for this file (``wal`` on disk)."""

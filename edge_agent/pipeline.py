@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import structlog
 from numpy.typing import NDArray
 
 from edge_agent.aggregate import age_estimate, combine, gender_estimate
+from edge_agent.clock import SYSTEM_CLOCK, AgentClock
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent, uuid7
 from edge_agent.counting_line import camera_line
@@ -74,17 +75,45 @@ def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
 
 @dataclass(frozen=True, slots=True)
 class EndedTracks:
-    """People who just left one camera's view, waiting for estimation; ``origin`` is the
-    UTC time of the camera's stream clock zero, which turns track times into timestamps."""
+    """People who just left one camera's view, waiting for estimation.
+
+    ``origin_mono`` is the camera's stream clock zero on the monotonic clock, which the
+    pipeline's :class:`AgentClock` turns into wall time when the events are built (and the
+    clock gate again, should the clock not have been set then); ``origin_wall``, when
+    given, is zero on the media's own timeline instead (offline analysis of a file).
+    """
 
     pipeline: CameraPipeline
     tracks: list[Track]
-    origin: datetime
+    origin_mono: float
+    origin_wall: datetime | None = None
 
     @property
     def crops(self) -> int:
         """Face crops these tracks carry (the estimation cost)."""
         return sum(len(track.crops) for track in self.tracks)
+
+    def mono_at(self, t: float) -> float | None:
+        """Stream time ``t`` on the monotonic clock (``None`` on a media timeline)."""
+        return None if self.origin_wall is not None else self.origin_mono + t
+
+    def timeline(self) -> Callable[[float], datetime]:
+        """Stream seconds -> UTC time, for every event of this batch alike."""
+        if self.origin_wall is not None:
+            origin = self.origin_wall
+            return lambda t: origin + timedelta(seconds=t)
+        wall_at = self.pipeline.clock.converter()
+        return lambda t: wall_at(self.origin_mono + t)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A built event and its times on the monotonic clock (``None`` on a media
+    timeline), which the clock gate needs to re-stamp it."""
+
+    event: PersonEvent
+    first_mono: float | None
+    last_mono: float | None
 
 
 class CameraPipeline:
@@ -104,6 +133,7 @@ class CameraPipeline:
         times: StageTimes | None = None,
         on_event: Callable[[PersonEvent], None] | None = None,
         returns: ReturnMatcher | None = None,
+        clock: AgentClock = SYSTEM_CLOCK,
     ) -> None:
         self.device_id = device_id
         self.camera_id = camera_id
@@ -117,27 +147,29 @@ class CameraPipeline:
         self.times = times or StageTimes()
         self.on_event = on_event
         self.returns = returns
-        self._origin: datetime | None = None
+        self.clock = clock
+        self._origin: tuple[float, datetime | None] | None = None  # (mono, media wall)
 
     def track(self, frame: Frame, detector: BlazeFaceDetector | None = None) -> EndedTracks:
         """Detect and track one frame (with ``detector``, else this pipeline's own);
         returns the people who just left."""
         if self._origin is None:
-            self._origin = frame.wall - timedelta(seconds=frame.t)
+            wall = None if frame.wall is None else frame.wall - timedelta(seconds=frame.t)
+            self._origin = (frame.mono - frame.t, wall)
         detector = detector or self.models.detector
         detector.score_threshold = self.score_threshold
         with self.times.stage("detect"):
             detections = _detect(detector, frame.rgb, self.roi)
         with self.times.stage("track"):
             ended = self.tracker.update(detections, frame.t, frame.rgb)
-        return EndedTracks(self, ended, self._origin)
+        return EndedTracks(self, ended, *self._origin)
 
     def end_stream(self) -> EndedTracks:
         """The stream stopped: everyone still in view has left. The next frame may come
         from a reopened source whose clock starts again."""
-        origin = self._origin or datetime.now(UTC)
+        origin = self._origin or (self.clock.monotonic(), None)
         self._origin = None
-        return EndedTracks(self, self.tracker.finish(), origin)
+        return EndedTracks(self, self.tracker.finish(), *origin)
 
     def process(self, frame: Frame) -> list[PersonEvent]:
         """Detect and track one frame; return events for people who just left."""
@@ -155,12 +187,13 @@ class CameraPipeline:
 
     def build_events(
         self, ended: EndedTracks, estimates: Sequence[FaceEstimate]
-    ) -> list[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None]]:
+    ) -> list[tuple[Outgoing, FaceCrop | None, FaceEstimate | None]]:
         """One event per track that shows a face; each with its best crop, for the
         embedding. ``estimates`` are the tracks' crops' estimates, in order."""
         files = self.models.files
         given = iter(estimates)
-        built: list[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None]] = []
+        built: list[tuple[Outgoing, FaceCrop | None, FaceEstimate | None]] = []
+        wall_at = ended.timeline()
         for track in ended.tracks:
             pairs = [(next(given), crop) for crop in track.crops]
             faces = [(e, c) for e, c in pairs if e.face_score >= self.min_face_score]
@@ -185,8 +218,8 @@ class CameraPipeline:
                 device_id=self.device_id,
                 camera_id=self.camera_id,
                 track_id=track.track_id,
-                first_seen=ended.origin + timedelta(seconds=track.first_seen),
-                last_seen=ended.origin + timedelta(seconds=track.last_seen),
+                first_seen=wall_at(track.first_seen),
+                last_seen=wall_at(track.last_seen),
                 dwell_s=round(track.last_seen - track.first_seen, 3),
                 gender=gender,
                 age=age,
@@ -195,7 +228,8 @@ class CameraPipeline:
                 models=self.models.versions,
             )
             best = max(faces, key=lambda pair: pair[1].quality * pair[0].face_score, default=None)
-            built.append((event, best[1] if best else None, best[0] if best else None))
+            out = Outgoing(event, ended.mono_at(track.first_seen), ended.mono_at(track.last_seen))
+            built.append((out, best[1] if best else None, best[0] if best else None))
         return built
 
 
@@ -219,34 +253,43 @@ def estimate_events(
 ) -> list[PersonEvent]:
     """Estimate every crop of every camera's ended tracks in one batch, then build the
     events; people who come back within the return window are marked as returns."""
+    return [out.event for out in estimate_outgoing(batch, models, times)]
+
+
+def estimate_outgoing(
+    batch: Sequence[EndedTracks], models: Models, times: StageTimes | None = None
+) -> list[Outgoing]:
+    """:func:`estimate_events` with each event's monotonic times, for the clock gate."""
     batch = [ended for ended in batch if ended.tracks]
     if not batch:
         return []
     crops = [crop for ended in batch for track in ended.tracks for crop in track.crops]
     estimates = models.estimator.estimate(crops)
-    built: list[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None, CameraPipeline]] = []
+    built: list[tuple[Outgoing, FaceCrop | None, FaceEstimate | None, CameraPipeline]] = []
     start = 0
     for ended in batch:
         count = ended.crops
-        for event, crop, estimate in ended.pipeline.build_events(
+        for out, crop, estimate in ended.pipeline.build_events(
             ended, estimates[start : start + count]
         ):
-            built.append((event, crop, estimate, ended.pipeline))
+            built.append((out, crop, estimate, ended.pipeline))
         start += count
     events = _mark_returns(built, models, times)
-    for event, (_, _, _, pipeline) in zip(events, built, strict=True):
+    outgoing = []
+    for event, (out, _, _, pipeline) in zip(events, built, strict=True):
         if pipeline.on_event is not None:
             pipeline.on_event(event)
-    return events
+        outgoing.append(Outgoing(event, out.first_mono, out.last_mono))
+    return outgoing
 
 
 def _mark_returns(
-    built: Sequence[tuple[PersonEvent, FaceCrop | None, FaceEstimate | None, CameraPipeline]],
+    built: Sequence[tuple[Outgoing, FaceCrop | None, FaceEstimate | None, CameraPipeline]],
     models: Models,
     times: StageTimes | None,
 ) -> list[PersonEvent]:
     """One embedding per person (their best crop), matched against recent departures."""
-    events = [event for event, *_ in built]
+    events = [out.event for out, *_ in built]
     wanted = [
         i
         for i, (_, crop, estimate, pipeline) in enumerate(built)

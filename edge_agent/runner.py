@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from edge_agent.clock import SYSTEM_CLOCK, AgentClock, ClockGate
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.contract import (
     CameraState,
@@ -48,24 +49,30 @@ def read_camera(
     lane: Lane,
     stop: threading.Event,
     board: StatusBoard | None = None,
+    clock: AgentClock = SYSTEM_CLOCK,
 ) -> None:
     """Feed one camera's frames to the scheduler until its file ends or ``stop`` is set.
 
-    A live source that fails to open or drops is reopened after a backoff that doubles
-    up to ``MAX_BACKOFF_S`` and resets once frames flow again. A file that cannot be read
-    is reported once and that camera stops (retrying would not heal it). Live and paced
-    sources never wait for the detectors: a frame they are not ready for is dropped.
+    A source that fails (a stream that drops or does not answer, a file that is not there
+    yet or cannot be opened or decoded) is reported ``down`` with its reason, counted in
+    ``CameraMeter.source_errors``, and reopened after a backoff that doubles up to
+    ``MAX_BACKOFF_S`` and resets once frames flow again. One exception: a file that broke
+    after some of its frames were counted (truncated) is not read again unless it loops,
+    since that would count its people twice; it stays ``down``. A file that simply ended
+    is ``ended``. Live and paced sources never wait for the detectors: a frame they are
+    not ready for is dropped.
     """
 
-    def state(value: CameraState) -> None:
+    def state(value: CameraState, error: str | None = None) -> None:
         if board is not None:
-            board.set_camera(camera.id, value)
+            board.set_camera(camera.id, value, error)
 
     is_stream = is_live(camera.source)
     paced = is_stream or camera.realtime
     backoff = 1.0
     while not stop.is_set():
         frames = 0
+        failure: SourceError | None = None
         try:
             for frame in read_frames(
                 camera.id,
@@ -74,6 +81,7 @@ def read_camera(
                 lane.meter.times,
                 realtime=camera.realtime,
                 skip=(lambda: scheduler.slot_full(lane)) if paced else None,
+                clock=clock,
             ):
                 if not frames:
                     state(CameraState.LIVE)
@@ -82,26 +90,40 @@ def read_camera(
                 if stop.is_set():
                     break
         except SourceError as error:
-            log.error("camera_source_failed", camera=camera.id, error=str(error))
-            state(CameraState.DOWN)
-            if not is_stream:
-                break
+            failure = error
         finally:
             # People still in view when the stream stops are counted, not dropped.
             scheduler.end_stream(lane)
         if stop.is_set():
             break
-        if not is_stream and not camera.loop:
-            state(CameraState.ENDED)
+        if failure is None and not is_stream:
+            if not camera.loop:
+                state(CameraState.ENDED)
+                break
+            if frames:
+                backoff = 1.0
+                continue  # a looping file starts again at once
+        reason = "disconnected" if failure is None else failure.reason
+        lane.meter.source_errors[reason] += 1
+        if failure is not None:
+            log.error(
+                "camera_source_failed",
+                camera=camera.id,
+                reason=reason,
+                error=str(failure),
+                frames=frames,
+            )
+        state(CameraState.DOWN, f"{reason}: {failure}" if failure else reason)
+        if failure is not None and frames and not is_stream and not camera.loop:
+            log.error("camera_file_broken", camera=camera.id, frames=frames, retry=False)
             break
-        if frames:
+        if frames and failure is None:
             backoff = 1.0
-        if is_stream or not frames:
-            state(CameraState.DOWN)
-            log.warning("camera_reconnecting", camera=camera.id, retry_s=backoff)
-            stop.wait(backoff)
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
-            state(CameraState.CONNECTING)
+        log.warning("camera_reconnecting", camera=camera.id, retry_s=backoff, reason=reason)
+        if stop.wait(backoff):
+            break
+        backoff = min(MAX_BACKOFF_S, backoff * 2)
+        state(CameraState.CONNECTING)
     log.info("camera_stopped", camera=camera.id, events=lane.meter.events)
 
 
@@ -113,9 +135,14 @@ def run_cameras(
     live: LiveSettings | None = None,
     meters: Sequence[CameraMeter] | None = None,
     board: StatusBoard | None = None,
+    clock: AgentClock = SYSTEM_CLOCK,
+    gate: ClockGate | None = None,
 ) -> Scheduler:
     """Run every configured camera through one scheduler until all finite sources have
-    ended or ``stop`` is set; returns the (stopped) scheduler and its figures."""
+    ended or ``stop`` is set; returns the (stopped) scheduler and its figures.
+
+    Events go to ``publish`` through ``gate`` (default: a new one on ``clock``), which
+    holds those stamped before the clock was set (edge_agent/clock.py)."""
     live = live or LiveSettings(config)
     meters = meters or [CameraMeter(c.id) for c in config.cameras]
     models = load_models(config)
@@ -123,10 +150,10 @@ def run_cameras(
     if board is not None:
         board.set_models(models.versions)
     returns = ReturnMatcher(config.returns) if config.returns.enabled else None
-    scheduler = Scheduler(config, models, publish, live)
+    scheduler = Scheduler(config, models, publish, live, clock, gate)
     for camera, meter in zip(config.cameras, meters, strict=True):
         pipeline = CameraPipeline(
-            config.device_id, camera.id, config, models, meter.times, returns=returns
+            config.device_id, camera.id, config, models, meter.times, returns=returns, clock=clock
         )
         scheduler.add_camera(pipeline, meter)
     scheduler.start()
@@ -134,7 +161,7 @@ def run_cameras(
     def reader(camera: CameraConfig) -> None:
         lane = scheduler.lanes[camera.id]
         try:
-            read_camera(camera, scheduler, lane, stop, board)
+            read_camera(camera, scheduler, lane, stop, board, clock)
         except Exception:
             log.exception("camera_crashed", camera=camera.id)
             if board is not None:
@@ -153,11 +180,15 @@ def run_cameras(
     return scheduler
 
 
-def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
+def run_agent(
+    config: AgentConfig, stop: threading.Event | None = None, clock: AgentClock = SYSTEM_CLOCK
+) -> int:
     """Run until every finite source has ended or ``stop`` is set; returns events sent.
 
-    Events go through the outbox under ``state_dir``; whatever the broker has not
-    acknowledged when the agent stops (or dies) is sent on the next start.
+    Events go through the clock gate (held until ``clock`` is set) into the outbox under
+    ``state_dir``; whatever the broker has not acknowledged when the agent stops (or
+    dies) is sent on the next start, except entries stamped before a clock was set,
+    which no hub accepts and nothing can fix any more: those are discarded, counted.
     """
     stop = stop or threading.Event()
     if not config.cameras:
@@ -166,6 +197,8 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
     state_dir = config.state_dir or default_state_dir()
     limits = config.outbox
     outbox = Outbox.in_dir(state_dir, limits.max_entries, int(limits.max_mb * 1024 * 1024))
+    for entry in outbox.discard_where(lambda e: clock.payload_stamped_before_set(e.payload)):
+        log.error("outbox_entry_discarded_clock_unset", id=entry.id, topic=entry.topic)
     if outbox.depth():
         log.info("outbox_replay", entries=outbox.depth(), path=str(outbox.path))
     publisher = MqttPublisher(
@@ -194,18 +227,28 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> int:
     publisher.subscribe_config(desired_topic, on_config)
     publisher.start()
     meters = [CameraMeter(c.id) for c in config.cameras]
-    telemetry = Telemetry(publisher, device, meters, outbox, live)
+    telemetry = Telemetry(publisher, device, meters, outbox, live, clock)
     telemetry_stop = threading.Event()
     reporter = threading.Thread(
         target=telemetry.run, args=(telemetry_stop,), name="telemetry", daemon=True
     )
     reporter.start()
+    gate = ClockGate(publisher.publish, clock)
     server: HealthServer | None = None
     if config.metrics.port:
-        metrics = AgentMetrics(meters, outbox, publisher, board)
+        metrics = AgentMetrics(meters, outbox, publisher, board, gate)
         server = HealthServer(metrics, config.metrics.bind, config.metrics.port)
         server.start()
-    run_cameras(config, publisher.publish, stop, live=live, meters=meters, board=board)
+    run_cameras(
+        config,
+        publisher.publish,
+        stop,
+        live=live,
+        meters=meters,
+        board=board,
+        clock=clock,
+        gate=gate,
+    )
     sent = sum(meter.events for meter in meters)
     telemetry_stop.set()
     reporter.join(timeout=5)

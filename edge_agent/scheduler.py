@@ -9,8 +9,10 @@ camera is on at most one worker at a time, so its tracker sees its frames in ord
 
 Tracks that end go to one bounded queue. The estimation worker takes whatever is queued,
 from every camera, and runs landmarks, chips, both networks and the embeddings as one
-batch, then publishes the events. When it falls behind, the queue fills, detection waits,
-and the cameras drop frames: overload lowers the frame rate, never loses a person.
+batch, then publishes the events through the clock gate (edge_agent/clock.py: nothing
+leaves stamped before the device's clock was set). When it falls behind, the queue fills,
+detection waits, and the cameras drop frames: overload lowers the frame rate, never loses
+a person.
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ from typing import Final
 
 import structlog
 
+from edge_agent.clock import SYSTEM_CLOCK, AgentClock, ClockGate
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent
 from edge_agent.health import CameraMeter
 from edge_agent.live_config import LiveSettings
-from edge_agent.pipeline import CameraPipeline, EndedTracks, Models, estimate_events, make_detector
+from edge_agent.pipeline import (
+    CameraPipeline,
+    EndedTracks,
+    Models,
+    estimate_outgoing,
+    make_detector,
+)
 from edge_agent.sources import Frame
 from edge_agent.timing import StageTimes
 
@@ -70,11 +79,15 @@ class Scheduler:
         models: Models,
         publish: PublishFn,
         live: LiveSettings | None = None,
+        clock: AgentClock = SYSTEM_CLOCK,
+        gate: ClockGate | None = None,
     ) -> None:
         self.config = config
         self.models = models
         self.publish = publish
         self.live = live
+        # Every event leaves through the gate (given: the agent's, which its metrics read).
+        self.gate = gate or ClockGate(publish, clock)
         self.lanes: dict[str, Lane] = {}
         self.estimate_failures = 0  # batches whose estimation raised (logged)
         # Per-person stages, device-wide: total milliseconds and batches per stage (totals,
@@ -87,6 +100,7 @@ class Scheduler:
             maxsize=config.scheduler.pending_tracks
         )
         self._threads: list[threading.Thread] = []
+        self._gate_stop = threading.Event()
 
     def add_camera(self, pipeline: CameraPipeline, meter: CameraMeter) -> Lane:
         """Register a camera before ``start``."""
@@ -107,6 +121,11 @@ class Scheduler:
             self._threads.append(thread)
         self._threads.append(
             threading.Thread(target=self._estimate_loop, name="estimate", daemon=True)
+        )
+        self._threads.append(
+            threading.Thread(
+                target=self.gate.run, args=(self._gate_stop,), name="clock-gate", daemon=True
+            )
         )
         for thread in self._threads:
             thread.start()
@@ -204,7 +223,7 @@ class Scheduler:
         estimator = self.models.estimator
         estimator.times = times
         try:
-            events = estimate_events(batch, self.models, times)
+            outgoing = estimate_outgoing(batch, self.models, times)
         except Exception:
             self.estimate_failures += 1
             people = sum(len(ended.tracks) for ended in batch)
@@ -219,8 +238,9 @@ class Scheduler:
             for stage, values in times.samples.items():
                 for value in values:
                     pipeline.times.add(stage, value)
-        for event in events:
-            self.publish(event)
+        for out in outgoing:
+            event = out.event
+            self.gate.offer(event, out.first_mono, out.last_mono)
             meter = self.lanes[event.camera_id].meter
             meter.events += 1
             meter.returns += event.return_of is not None
@@ -238,5 +258,10 @@ class Scheduler:
         for thread in workers:
             thread.join(timeout)
         self._pending.put(None)
+        estimators = [t for t in self._threads if t.name == "estimate"]
+        for thread in estimators:
+            thread.join(timeout)
+        self._gate_stop.set()
         for thread in self._threads:
             thread.join(timeout)
+        self.gate.close()

@@ -142,6 +142,10 @@ def test_a_dead_stream_does_not_stop_a_working_camera(topic_root: str, tmp_path:
         if e.get("event") == "camera_reconnecting" and e.get("camera") == "dead"
     ]
     assert delays[:2] == [1.0, 2.0], "backoff doubles"
-    assert not any(
-        e.get("event") == "camera_reconnecting" and e.get("camera") == "missing" for e in entries
-    ), "a missing file is reported, not retried forever"
+    missing = [
+        float(str(e["retry_s"]))
+        for e in entries
+        if e.get("event") == "camera_reconnecting" and e.get("camera") == "missing"
+    ]
+    # A file that is not there yet may come (a mount, a copy): retried like a stream.
+    assert missing[:2] == [1.0, 2.0], "a missing file is retried with the same backoff"

@@ -103,6 +103,42 @@ def test_two_faces_apart_are_two_tracks() -> None:
     assert {round(float(t.box[0])) for _, t in ended} == {50, 400}
 
 
+def test_a_second_person_elsewhere_within_the_missed_window_is_a_second_track() -> None:
+    """Person A stands at the left for 0.4 s and leaves; 0.2 s later person B enters at
+    the right (no overlap with A: IoU 0), well within A's ``max_missed_s``. Two people,
+    two events: a tracker that matched regardless of overlap would make them one."""
+    tracker = IouTracker(TrackerConfig(iou_match=0.3, max_missed_s=1.0, min_hits=3))
+    frames = [(i * 0.1, face(50)) for i in range(5)]  # A: 0.0 .. 0.4 at x 50..110
+    frames += [(0.5, Detections.empty())]
+    frames += [(0.6 + i * 0.1, face(400)) for i in range(5)]  # B: 0.6 .. 1.0 at x 400..460
+    ended = run(tracker, frames)
+    assert len(ended) == 2, [(t.track_id, t.hits) for _, t in ended]
+    by_x = {round(float(track.box[0])): track for _, track in ended}
+    assert set(by_x) == {50, 400}
+    assert (by_x[50].hits, by_x[400].hits) == (5, 5)
+    assert by_x[50].last_seen == pytest.approx(0.4)
+    assert by_x[400].first_seen == pytest.approx(0.6)
+
+
+def _shift_for_iou(size: float, iou: float) -> float:
+    """How far to slide a ``size``-square box sideways for this IoU with where it was:
+    overlap ``size * (size - d)`` over union ``size * (size + d)``, so d = size(1-iou)/(1+iou)."""
+    return size * (1.0 - iou) / (1.0 + iou)
+
+
+@pytest.mark.parametrize(("iou", "tracks"), [(0.29, 2), (0.31, 1)])
+def test_iou_just_below_the_threshold_starts_a_new_track(iou: float, tracks: int) -> None:
+    """Threshold 0.3: a face that moved so its box overlaps the last one by IoU 0.29 is
+    someone else; by 0.31 it is the same person (the control)."""
+    size = 60.0
+    shift = _shift_for_iou(size, iou)
+    tracker = IouTracker(TrackerConfig(iou_match=0.3, max_missed_s=1.0, min_hits=1))
+    frames = [(0.0, face(100, size=size)), (0.1, face(100 + shift, size=size))]
+    ended = run(tracker, frames)
+    assert len(ended) == tracks, (iou, [(t.track_id, t.hits) for _, t in ended])
+    assert sum(track.hits for _, track in ended) == 2
+
+
 def test_best_crops_bounds_the_crops_kept_and_keeps_the_best() -> None:
     tracker = IouTracker(TrackerConfig(best_crops=3, min_hits=1), min_face_px=24)
     scores = [0.61, 0.95, 0.7, 0.99, 0.65, 0.8, 0.62, 0.9, 0.75, 0.66]

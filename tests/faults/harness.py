@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.contract import EventTopic, PersonEvent, events_subscription
-from edge_agent.outbox import DB_NAME
+from edge_agent.outbox import DB_NAME, Outbox
 from tests.conftest import free_port, wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -343,6 +343,36 @@ def outbox_ids(state_dir: Path) -> list[str]:
     """Event ids in an agent's outbox now (read while the agent runs: WAL allows it)."""
     with contextlib.closing(sqlite3.connect(state_dir / DB_NAME, timeout=10)) as db:
         rows = db.execute("SELECT payload FROM outbox ORDER BY id").fetchall()
+    return [json.loads(payload)["event_id"] for (payload,) in rows]
+
+
+def journal_outbox(state_dir: Path) -> None:
+    """Before the agent's first start: make its outbox file and add a journal the agent
+    knows nothing of, a table that a trigger fills with every row inserted into the
+    outbox, in the inserting transaction itself.
+
+    It only grows and the agent never touches it, so it records every event the agent
+    ever committed, also one the agent deleted before the broker's PUBACK: the expected
+    set of a "nothing lost" test, which the outbox as left after a kill cannot be.
+    """
+    Outbox(state_dir / DB_NAME).close()  # the agent's own schema
+    with contextlib.closing(sqlite3.connect(state_dir / DB_NAME, timeout=10)) as db:
+        db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS test_journal (id INTEGER PRIMARY KEY, payload BLOB);
+            CREATE TRIGGER IF NOT EXISTS test_journal_insert AFTER INSERT ON outbox
+            BEGIN
+                INSERT INTO test_journal (id, payload) VALUES (NEW.id, NEW.payload);
+            END;
+            """
+        )
+
+
+def journal_ids(state_dir: Path) -> list[str]:
+    """Event ids of every row the agent ever wrote to its outbox (:func:`journal_outbox`),
+    in the order written."""
+    with contextlib.closing(sqlite3.connect(state_dir / DB_NAME, timeout=10)) as db:
+        rows = db.execute("SELECT payload FROM test_journal ORDER BY id").fetchall()
     return [json.loads(payload)["event_id"] for (payload,) in rows]
 
 

@@ -1,14 +1,17 @@
 """Faults at the edge: the real agent (``edge-agent run``, durable outbox) killed, or cut
 off from the broker for a minute, while it counts people on a looping clip.
 
-The known set is every event the agent wrote to its outbox: the outbox table is
-AUTOINCREMENT, so ``sqlite_sequence`` says how many were ever written, and their ids come
-from an independent subscriber on the broker plus the outbox's contents at the fault.
-Every one of them must be in the hub's database exactly once, and nothing else.
+The known set is every event the agent ever wrote to its outbox, recorded as it was
+written by a journal the agent cannot see or erase (a trigger on its outbox table,
+``harness.journal_outbox``), not read from the outbox after the fault: a row the agent
+deleted before its PUBACK would be gone from there. ``sqlite_sequence`` (AUTOINCREMENT)
+cross-checks the count. Every journaled event must reach the broker (an independent
+subscriber) and be in the hub's database exactly once, and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
@@ -22,6 +25,8 @@ from tests.faults.conftest import FaultRig
 from tests.faults.harness import (
     EventWatcher,
     device_event_ids,
+    journal_ids,
+    journal_outbox,
     outbox_ids,
     outbox_totals,
     start_agent,
@@ -60,33 +65,47 @@ def _queued_at_least(state: Path, count: int, agent: subprocess.Popen[bytes], lo
     return outbox_totals(state)[2] >= count
 
 
+def _wait_delivered(watcher: EventWatcher, state: Path, timeout_s: float = 30.0) -> None:
+    """Give the broker's subscriber time to see every journaled event (the assertion on
+    what is missing comes in :func:`_verify`, with the numbers)."""
+    deadline = time.monotonic() + timeout_s
+    while set(journal_ids(state)) - set(watcher.ids()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _verify(
     rig: FaultRig,
     device: str,
     state: Path,
-    known: set[str],
+    watcher: EventWatcher,
     capsys: pytest.CaptureFixture[str],
     case: str,
     details: str,
 ) -> None:
     written, dropped, queued = outbox_totals(state)
-    wait_until(
-        lambda: len(device_event_ids(rig.database_url, device)) >= written,
-        60,
-        f"{written} events in the database",
-    )
+    journal = journal_ids(state)
+    at_broker = set(watcher.ids())
+    never_sent = [i for i in journal if i not in at_broker]
+    with contextlib.suppress(AssertionError):  # what is missing is asserted below
+        wait_until(
+            lambda: len(device_event_ids(rig.database_url, device)) >= len(set(journal)),
+            60,
+            f"{len(journal)} events in the database",
+        )
     time.sleep(1.0)  # a duplicate or a stray row would show up now
     rows = device_event_ids(rig.database_url, device)
     with capsys.disabled():
         print(
-            f"\n[fault {case}] written_to_outbox={written} known_ids={len(known)}"
+            f"\n[fault {case}] written_to_outbox={written} journaled={len(journal)}"
+            f" at_broker={len(at_broker)} never_reached_broker={len(never_sent)}"
             f" rows={len(rows)} distinct_event_ids={len(set(rows))} dropped={dropped}"
             f" still_queued={queued} {details}"
         )
     assert dropped == 0 and queued == 0, "the outbox neither dropped nor kept anything"
-    assert len(known) == written, "every event the agent wrote is accounted for"
+    assert len(journal) == len(set(journal)) == written, "the journal saw every insert"
+    assert not never_sent, f"{len(never_sent)} events the agent wrote never reached the broker"
     assert len(rows) == len(set(rows)) == written, "each stored once, nothing lost"
-    assert set(rows) == known, "exactly the events the agent wrote"
+    assert set(rows) == set(journal), "exactly the events the agent wrote"
 
 
 def test_agent_killed_mid_stream_and_restarted(
@@ -101,6 +120,7 @@ def test_agent_killed_mid_stream_and_restarted(
     config = write_agent_config(
         tmp_path / "agent.toml", rig.topic_root, device, rig.broker.port, state, WALK_AND_PAUSE
     )
+    journal_outbox(state)
     log = tmp_path / "agent-1.log"
     agent = start_agent(config, log)
     try:
@@ -133,17 +153,16 @@ def test_agent_killed_mid_stream_and_restarted(
             "the restarted agent writing new events",
         )
         assert _stop(agent) == 0, log.read_text()[-3000:]
-        wait_until(lambda: len(set(watcher.ids())) >= outbox_totals(state)[0], 30, "the watcher")
+        _wait_delivered(watcher, state)
     finally:
         if agent.poll() is None:
             agent.kill()
         watcher.close()
-    known = set(watcher.ids()) | set(in_outbox_at_kill)
     _verify(
         rig,
         device,
         state,
-        known,
+        watcher,
         capsys,
         "b: agent SIGKILL",
         f"written_before_kill={written_first} in_outbox_at_kill={len(in_outbox_at_kill)}"
@@ -165,6 +184,7 @@ def test_device_offline_for_a_minute(
     config = write_agent_config(
         tmp_path / "agent.toml", rig.topic_root, device, relay.port, state, WALK_AND_PAUSE
     )
+    journal_outbox(state)
     log = tmp_path / "agent.log"
     agent = start_agent(config, log)
     try:
@@ -186,7 +206,7 @@ def test_device_offline_for_a_minute(
         relay.up()
         wait_until(lambda: outbox_totals(state)[2] == 0, 120, "the outbox drained")
         assert _stop(agent) == 0, log.read_text()[-3000:]
-        wait_until(lambda: len(set(watcher.ids())) >= outbox_totals(state)[0], 30, "the watcher")
+        _wait_delivered(watcher, state)
     finally:
         if agent.poll() is None:
             agent.kill()
@@ -194,12 +214,11 @@ def test_device_offline_for_a_minute(
         watcher.close()
     assert written_offline >= 5, "the agent kept counting people while offline"
     assert len(queued_offline) >= written_offline, "nothing got through while offline"
-    known = set(watcher.ids()) | set(queued_offline)
     _verify(
         rig,
         device,
         state,
-        known,
+        watcher,
         capsys,
         "e: device offline 60 s",
         f"offline_s={offline_s:.0f} written_while_offline={written_offline}"

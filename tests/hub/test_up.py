@@ -70,7 +70,9 @@ def test_up_uses_the_running_services(
         make_event("first-run", "cam-1", last_seen=datetime.now(UTC) - timedelta(minutes=5)),
         make_event("other-device", "cam-1", last_seen=datetime.now(UTC) - timedelta(minutes=3)),
     ]
-    earlier_hub = hub_factory.start()
+    # Its session must not outlive it: a queued shared subscription would take this
+    # run's events.
+    earlier_hub = hub_factory.start(mqtt_session_expiry_s=0, share_group="earlier")
     publish_event_list(topic_root, earlier)
     wait_until(
         lambda: (
