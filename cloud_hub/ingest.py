@@ -351,7 +351,9 @@ class MqttIngest:
             prepared.other,
         )
         started = time.perf_counter()
+        refused_before = len(rejected)
         new_ids = await self._store_with_retry(events, rejected)
+        refused_by_db = len(rejected) - refused_before  # db_rejected, isolated row by row
         if other:
             await self._retry(lambda: telemetry.store_telemetry(self._pool, other), other)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -371,7 +373,7 @@ class MqttIngest:
             )
         # Rows, not ids: a batch carrying one id twice writes one row and one duplicate.
         metrics.EVENTS_STORED.inc(len(new_ids))
-        metrics.EVENTS_DUPLICATE.inc(len(events) - len(new_ids))
+        metrics.EVENTS_DUPLICATE.inc(len(events) - len(new_ids) - refused_by_db)
         metrics.QUEUE_DEPTH.set(len(self._inbox))
         fresh = _first_of_each(events, new_ids)
         if not (fresh or other):
