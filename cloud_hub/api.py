@@ -14,6 +14,7 @@ statistics by an estimate of their size made before the query
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -35,6 +36,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.middleware import Middleware
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
@@ -131,6 +133,14 @@ _HEARTBEAT_S = 15.0
 def _hub(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
+
+
+async def _json(answer: BaseModel) -> Response:
+    """A possibly large answer (tens of MB at HUB_STATS_MAX_PAIRS) encoded in a worker
+    thread; FastAPI would encode it on the event loop, which ingest shares. The route's
+    ``response_model`` still documents it; the model was validated when it was built."""
+    body = await asyncio.to_thread(answer.model_dump_json)
+    return Response(body, media_type="application/json")
 
 
 def _utc(value: datetime) -> datetime:
@@ -307,7 +317,7 @@ def create_app(settings: HubSettings) -> FastAPI:
                 "one per combination (camera: device_id and camera_id)."
             ),
         ] = None,
-    ) -> StatsResponse:
+    ) -> Response:
         """People counted per bucket (minute to month) and in total: by gender, age band and
         direction, first visits against returns, average age and dwell. Range ``[start,
         end)`` by each event's ``last_seen``, default the last 24 hours; empty buckets are
@@ -331,7 +341,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        return StatsResponse(
+        answer = StatsResponse(
             start=start_,
             end=end_,
             bucket=bucket,
@@ -345,6 +355,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             totals=totals,
             buckets=buckets,
         )
+        return await _json(answer)
 
     @api.get("/v1/reports/daily", response_model=DailyReport, responses=_TOO_BIG, tags=["stats"])
     async def get_daily_report(
@@ -355,7 +366,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         device_id: OptionalId = None,
         camera_id: OptionalId = None,
         site: Site = None,
-    ) -> DailyReport:
+    ) -> Response:
         """One UTC day per camera: people, male and female, age bands, first visits and
         returns, average age and dwell, and the same for each hour."""
         day = day or datetime.now(UTC).date()
@@ -371,7 +382,9 @@ def create_app(settings: HubSettings) -> FastAPI:
             )
         except (ValueError, OverflowError) as exc:
             raise HTTPException(422, str(exc) or "date out of range") from exc
-        return DailyReport(date=day.isoformat(), start=start_, end=end_, cameras=cameras)
+        return await _json(
+            DailyReport(date=day.isoformat(), start=start_, end=end_, cameras=cameras)
+        )
 
     @api.get(
         "/v1/occupancy", response_model=OccupancyResponse, responses=_TOO_BIG, tags=["occupancy"]

@@ -17,6 +17,7 @@ scale (docs/hub.md, "Query performance").
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -563,46 +564,43 @@ async def stats_rows(
     ]
 
 
+# A cell of :meth:`_Statement.cells_sql`: the bucket and six group columns, then its
+# measures: these five sums, then each gender's, age band's and direction's events.
+_CELL_KEYS = 7
+_SUMS_WIDTH = 5 + sum(len(values) for values in _DIMENSIONS.values())
+
+
 @dataclass(slots=True)
 class Tally:
-    """Sums behind a :class:`Counts` (averages are sums over counts)."""
+    """Sums behind a :class:`Counts` (averages are sums over counts), as one flat list in
+    a cell's order: adding a cell is one pass over 20 numbers, which matters at 100,000
+    cells an answer."""
 
-    events: int = 0
-    visitors: int = 0
-    age_sum: float = 0.0
-    age_n: int = 0
-    dwell_sum: float = 0.0
-    gender: dict[str, int] = field(default_factory=lambda: dict.fromkeys(GENDERS, 0))
-    age: dict[str, int] = field(default_factory=lambda: dict.fromkeys(AGE_BANDS, 0))
-    direction: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIRECTIONS, 0))
+    sums: list[Any] = field(default_factory=lambda: [0] * _SUMS_WIDTH)
 
-    def add(self, cell: Mapping[str, Any]) -> None:
-        """Add one cell's measures (a row of :meth:`_Statement.cells_sql`)."""
-        self.events += cell["events"]
-        self.visitors += cell["visitors"]
-        self.age_sum += cell["age_sum"]
-        self.age_n += cell["age_n"]
-        self.dwell_sum += cell["dwell_sum"]
-        for name, counts in (
-            ("gender", self.gender),
-            ("age_band", self.age),
-            ("direction", self.direction),
-        ):
-            for i, value in enumerate(_DIMENSIONS[name]):
-                counts[value] += cell[f"{name}_{i}"]
+    def add(self, measures: Sequence[Any]) -> None:
+        """Add one cell's measures (or another tally's ``sums``)."""
+        self.sums = [a + b for a, b in zip(self.sums, measures, strict=True)]
 
     def fields(self) -> dict[str, Any]:
         """The :class:`Counts` fields (averages rounded to 2 decimals)."""
-        return {
-            "total": self.events,
-            "gender": dict(self.gender),
-            "age": dict(self.age),
-            "visitors": self.visitors,
-            "returns": self.events - self.visitors,
-            "avg_age": round(self.age_sum / self.age_n, 2) if self.age_n else None,
-            "avg_dwell_s": round(self.dwell_sum / self.events, 2) if self.events else None,
-            "direction": dict(self.direction),
+        events, visitors, age_sum, age_n, dwell_sum = self.sums[:5]
+        out: dict[str, Any] = {
+            "total": events,
+            "visitors": visitors,
+            "returns": events - visitors,
+            "avg_age": round(age_sum / age_n, 2) if age_n else None,
+            "avg_dwell_s": round(dwell_sum / events, 2) if events else None,
         }
+        at = 5
+        for name, values in (
+            ("gender", GENDERS),
+            ("age", AGE_BANDS),
+            ("direction", DIRECTIONS),
+        ):
+            out[name] = dict(zip(values, self.sums[at : at + len(values)], strict=True))
+            at += len(values)
+        return out
 
 
 _GROUP_FIELDS: dict[str, tuple[str, ...]] = {
@@ -812,17 +810,30 @@ async def stats(
         fleet = await fleet_size(pool, device_id, camera_id, site)
     check_stats_size(len(starts), bucket, group_by, filters, fleet, max_pairs)
     cells = await stats_cells(pool, start, end, bucket, filters, group_by, max_pairs)
+    # Summing and building up to max_pairs groups is CPU work of a second or more at the
+    # limit: in a worker thread the event loop (ingest, other requests) keeps its turns.
+    return await asyncio.to_thread(_stats_answer, starts, cells, group_by)
+
+
+def _stats_answer(
+    starts: Sequence[datetime], cells: list[asyncpg.Record], group_by: Sequence[str]
+) -> tuple[StatsTotals, list[StatsBucket]]:
+    """The buckets and totals from the cells (which it empties, to free them early)."""
     tallies = {s: Tally() for s in starts}
-    total = Tally()
     grouped: dict[datetime, dict[Any, Tally]] = {s: {} for s in starts}
     total_groups: dict[Any, Tally] = {}
     for cell in cells:
-        tallies[cell["bucket"]].add(cell)
-        total.add(cell)
-        if group_by:
+        values = tuple(cell)
+        measures = values[_CELL_KEYS:]
+        tallies[values[0]].add(measures)
+        if group_by:  # one cell per bucket and group
             key = group_key(cell, group_by)
-            grouped[cell["bucket"]].setdefault(key, Tally()).add(cell)
-            total_groups.setdefault(key, Tally()).add(cell)
+            grouped[values[0]][key] = Tally(list(measures))
+            total_groups.setdefault(key, Tally()).add(measures)
+    cells.clear()
+    total = Tally()
+    for tally in tallies.values():
+        total.add(tally.sums)
 
     def groups(by_key: dict[Any, Tally]) -> list[StatsGroup] | None:
         if not group_by:
@@ -1323,14 +1334,22 @@ async def daily_stats(
         (c.device_id, c.camera_id): c
         for c in await cameras(pool, site=site, device_id=device_id, camera_id=camera_id)
     }
+    return await asyncio.to_thread(_daily_answer, start, cells, registered)
+
+
+def _daily_answer(
+    start: datetime, cells: list[asyncpg.Record], registered: dict[tuple[str, str], Camera]
+) -> list[CameraDay]:
+    """The report from the cells (in a worker thread, as :func:`_stats_answer`)."""
     hours = [start + timedelta(hours=h) for h in range(24)]
     tallies: dict[tuple[str, str], tuple[Tally, dict[datetime, Tally]]] = {
         key: (Tally(), {}) for key in registered
     }
-    for cell in cells:
+    for cell in cells:  # one per camera and hour
         total, by_hour = tallies.setdefault((cell["device_id"], cell["camera_id"]), (Tally(), {}))
-        total.add(cell)
-        by_hour.setdefault(cell["bucket"], Tally()).add(cell)
+        measures = tuple(cell)[_CELL_KEYS:]
+        total.add(measures)
+        by_hour[cell["bucket"]] = Tally(list(measures))
     report = []
     for key in sorted(tallies):
         total, by_hour = tallies[key]

@@ -102,6 +102,8 @@ class MqttPublisher:
         self._work = True  # something for the pump: a new entry, an ack, a connect
         self._stopping = False
         self._status: tuple[str, StatusBuilder] | None = None
+        self._status_ready: Callable[[], bool] = lambda: True
+        self._last_will = b""
         self._config_sub: tuple[str, ConfigHandler] | None = None
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
         self.connected = threading.Event()
@@ -111,10 +113,21 @@ class MqttPublisher:
 
     # --- set-up (before start) -------------------------------------------------------
 
-    def set_status(self, topic: str, build: StatusBuilder, last_will: bytes) -> None:
+    def set_status(
+        self,
+        topic: str,
+        build: StatusBuilder,
+        last_will: bytes,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         """Keep ``topic`` retained: ``build(True)`` on every connect and change, the
-        ``last_will`` if the connection dies, ``build(False)`` on a clean close."""
+        ``last_will`` if the connection dies, ``build(False)`` on a clean close.
+
+        An online status waits while ``ready()`` is false: a status stamped by a clock that
+        was never set would only be dead-lettered by the hub (``bad_time``)."""
         self._status = (topic, build)
+        self._status_ready = ready
+        self._last_will = last_will
         self._client.will_set(topic, last_will, qos=1, retain=True)
 
     def subscribe_config(self, topic: str, handler: ConfigHandler) -> None:
@@ -192,7 +205,9 @@ class MqttPublisher:
         self._pump.join(timeout=5)
         if self._status is not None and self.connected.is_set():
             topic, build = self._status
-            info = self._client.publish(topic, build(False), qos=1, retain=True)
+            # Without a set clock, the last will's words: offline, no time.
+            goodbye = build(False) if self._status_ready() else self._last_will
+            info = self._client.publish(topic, goodbye, qos=1, retain=True)
             self._track(info.mid, _STATUS)
             wait_until = time.monotonic() + 3.0
             while self._status_pending() and time.monotonic() < wait_until:
@@ -230,7 +245,10 @@ class MqttPublisher:
                 elif due:  # offline: paho will not take them now; try again later
                     with self._lock:
                         self._unheard.update(dict.fromkeys(due, now + self._unheard_delay))
-                if status_due and self._status is not None and self.connected.is_set():
+                if status_due and not self._status_ready():
+                    with self._wake:  # look again at the next turn (at most a second away)
+                        self._status_due = True
+                elif status_due and self._status is not None and self.connected.is_set():
                     topic, build = self._status
                     info = self._client.publish(topic, build(True), qos=1, retain=True)
                     self._track(info.mid, _STATUS)

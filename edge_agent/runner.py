@@ -212,7 +212,9 @@ def run_agent(
         lambda: outbox.dropped,
         publisher.status_changed,
     )
-    publisher.set_status(status_topic(root, device), board.build, board.last_will(device))
+    publisher.set_status(
+        status_topic(root, device), board.build, board.last_will(device), ready=clock.is_set
+    )
     desired_topic = config_topic(root, device)
 
     def on_config(payload: bytes) -> None:

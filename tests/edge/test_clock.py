@@ -22,15 +22,22 @@ from edge_agent.config import AgentConfig
 from edge_agent.contract import (
     DEFAULT_TIME_BOUNDS,
     EARLIEST_EVENT_TIME,
+    DeviceState,
+    DeviceStatus,
     EventTopic,
     PersonEvent,
     parse_event,
+    parse_status,
+    status_topic,
 )
-from edge_agent.health import CameraMeter
+from edge_agent.health import CameraMeter, Telemetry
+from edge_agent.live_config import LiveSettings
 from edge_agent.metrics import AgentMetrics
 from edge_agent.outbox import DB_NAME, Outbox
+from edge_agent.publisher import MqttPublisher
 from edge_agent.runner import run_agent, run_cameras
 from tests.conftest import MQTT_HOST, MQTT_PORT, make_event, wait_until
+from tests.edge.broker_tools import Watcher, clear_retained
 from tests.mqtt_subscriber import Subscriber
 from tests.paths import WALK_AND_PAUSE
 
@@ -220,3 +227,69 @@ def test_outbox_entries_from_a_boot_at_1970_are_discarded_not_published(
         assert 'edge_agent_events_discarded_total{reason="clock_unset_stamp"} 1.0' in text
     finally:
         reopened.close()
+
+
+def test_no_health_or_occupancy_is_sent_while_the_clock_is_not_set(topic_root: str) -> None:
+    """Telemetry carries the device's time; a hub refuses it before 2020, so none is sent
+    until the clock is set (on a connected publisher, so only the clock stops it)."""
+    boot = BootClock(mono=30.0)
+    config = AgentConfig.model_validate(
+        {"mqtt": {"host": MQTT_HOST, "port": MQTT_PORT, "topic_root": topic_root}}
+    )
+    publisher = MqttPublisher(config.mqtt, client_id=f"clock-{uuid.uuid4().hex[:6]}")
+    publisher.start()
+    try:
+        assert publisher.connected.is_set()
+        meters = [CameraMeter("door")]
+        live = LiveSettings(config)
+        telemetry = Telemetry(publisher, "dev-clock", meters, Outbox(None), live, boot.clock)
+        telemetry.send_health()
+        telemetry.send_occupancy()
+        assert (telemetry.sent_health, telemetry.sent_occupancy) == (0, 0)
+        boot.sync(SYNCED)
+        telemetry.send_health()
+        telemetry.send_occupancy()
+        assert (telemetry.sent_health, telemetry.sent_occupancy) == (1, 1)
+        assert telemetry.health().at == SYNCED
+    finally:
+        publisher.close(timeout_s=1.0)
+
+
+def test_no_online_status_is_sent_while_the_clock_is_not_set(topic_root: str) -> None:
+    """A status carries the device's time too: the online status waits for the clock
+    (the last will, which has no time, still covers the device meanwhile), then goes out
+    stamped on the set clock."""
+    boot = BootClock(mono=30.0)
+    device = f"clock-{uuid.uuid4().hex[:6]}"
+    config = AgentConfig.model_validate(
+        {"mqtt": {"host": MQTT_HOST, "port": MQTT_PORT, "topic_root": topic_root}}
+    )
+
+    def build(online: bool) -> bytes:
+        state = DeviceState.ONLINE if online else DeviceState.OFFLINE
+        status = DeviceStatus(
+            device_id=device, state=state, at=boot.clock.now(), agent_version="test"
+        )
+        return status.model_dump_json().encode()
+
+    subscriber = Watcher([f"{topic_root}/#"])
+    publisher = MqttPublisher(config.mqtt, client_id=device)
+    topic = status_topic(topic_root, device)
+    publisher.set_status(
+        topic, build, DeviceStatus.last_will(device).model_dump_json().encode(), boot.clock.is_set
+    )
+    publisher.start()
+    try:
+        assert publisher.connected.is_set()
+        publisher.status_changed()  # also due since the connect
+        time.sleep(2.5)  # two turns of the publisher's pump
+        assert subscriber.received() == []
+        boot.sync(SYNCED)
+        received = wait_until(lambda: subscriber.received("/status"), 10, "the online status")
+        status = parse_status(received[0][0], received[0][1], root=topic_root)
+        assert status is not None and status.state is DeviceState.ONLINE
+        assert status.at is not None and status.at >= SYNCED
+    finally:
+        publisher.close(timeout_s=1.0)
+        subscriber.close()
+        clear_retained([topic])

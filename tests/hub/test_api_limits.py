@@ -207,11 +207,14 @@ def _post_streaming(
         while send_body and sent < size:
             if select.select([sock], [], [], 0)[0]:
                 break  # the hub answered
+            piece = framed if chunked else chunk[: size - sent]
             try:
-                sock.sendall(framed)
+                sock.sendall(piece)
             except (BrokenPipeError, ConnectionResetError):
                 break
-            sent += len(chunk)
+            sent += len(chunk) if chunked else len(piece)
+        if chunked and sent >= size:
+            sock.sendall(b"0\r\n\r\n")
         answer = b""
         while b"\r\n\r\n" not in answer:
             data = sock.recv(65536)
