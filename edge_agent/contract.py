@@ -239,6 +239,7 @@ def parse_event(
 
 # --- Device topics beside the events: status, health, occupancy, desired config ---------
 
+_Reason = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 _ModelName = Annotated[str, StringConstraints(pattern=_PRINTABLE, max_length=32)]
 _ModelVersion = Annotated[str, StringConstraints(pattern=_PRINTABLE, max_length=64)]
 _Label = Annotated[str, StringConstraints(pattern=_PRINTABLE, min_length=1, max_length=64)]
@@ -279,6 +280,11 @@ class CameraStatus(_Strict):
     state: CameraState
     fps: float | None = Field(
         default=None, ge=0.0, le=1000.0, description="Frames processed per second, if known."
+    )
+    error: _Reason | None = Field(
+        default=None,
+        description="Why the camera is down, when known (missing, not_a_file, unopenable, "
+        "no_frames, truncated, decode, disconnected); null when live or ended.",
     )
 
 

@@ -39,8 +39,8 @@ class StatusBoard:
     def set_camera(self, camera_id: str, state: CameraState, error: str | None = None) -> None:
         """Record a camera's state, and why it went down (kept while it retries, until
         it is live or has ended); publish only when the state changed. The contract's
-        status carries the state only; the reason is in the log and the local
-        ``/healthz``."""
+        status carries the reason's code (``truncated``), the log and the local
+        ``/healthz`` the whole message."""
         with self._lock:
             changed = self._cameras.get(camera_id) is not state
             self._cameras[camera_id] = state
@@ -72,7 +72,10 @@ class StatusBoard:
     def status(self, online: bool) -> DeviceStatus:
         """The status as the contract's model."""
         with self._lock:
-            cameras = [CameraStatus(camera_id=c, state=s) for c, s in self._cameras.items()]
+            cameras = [
+                CameraStatus(camera_id=c, state=s, error=_reason_code(self._errors.get(c)))
+                for c, s in self._cameras.items()
+            ]
             models = dict(self._models)
         return DeviceStatus(
             device_id=self.device_id,
@@ -94,3 +97,13 @@ class StatusBoard:
     def last_will(device_id: str) -> bytes:
         """What the broker publishes when the connection dies without a goodbye."""
         return DeviceStatus.last_will(device_id).model_dump_json().encode()
+
+
+def _reason_code(error: str | None) -> str | None:
+    """``truncated: 6 of 41 frames`` -> ``truncated``: the status carries codes only (no
+    paths or decoder messages leave the device)."""
+    if not error:
+        return None
+    code = error.split(":", 1)[0].strip()
+    plain = code.replace("_", "").isalnum() and code.islower() and len(code) <= 32
+    return code if plain else None

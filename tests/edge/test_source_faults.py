@@ -146,6 +146,7 @@ def test_broken_files_are_down_with_a_reason_and_counted(tmp_path: Path) -> None
         )
         errors = agent.metrics.healthz()[1]["camera_errors"]
         healthy = agent.metrics.healthz()[0]
+        status = agent.board.status(True)  # what the retained status would say
         time.sleep(1.0)
     finally:
         agent.close()
@@ -162,5 +163,11 @@ def test_broken_files_are_down_with_a_reason_and_counted(tmp_path: Path) -> None
     assert CameraState.LIVE not in agent.states["junk"]
     assert "no_frames" in errors["empty"] and "unopenable" in errors["junk"]
     assert not healthy
+    # The status carries each broken camera's reason code (no paths, no decoder text).
+    assert {c.camera_id: c.error for c in status.cameras} == {
+        "cut": "truncated",
+        "empty": "no_frames",
+        "junk": "unopenable",
+    }
     assert agent.meters[0].processed > 0 and agent.meters[1].processed == 0
     assert agent.meters[2].processed == 0
