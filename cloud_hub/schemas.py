@@ -126,6 +126,9 @@ class CameraLive(BaseModel):
     camera_id: str
     state: CameraState
     fps: float | None = None
+    error: str | None = Field(
+        default=None, description="Why the camera is down, as a code (truncated, missing...)."
+    )
 
 
 class CameraHealthOut(BaseModel):

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from cloud_hub.db import ensure_database, migrate, prepare_database
 from cloud_hub.settings import HubSettings
 from tests.conftest import RunningHub, event_topic, make_event, publish_messages
+from tests.edge.broker_tools import clear_retained, publish_retained
 from tests.hub.conftest import StorageDb
 
 # The bounds as docs/mqtt-contract.md states them (not imported from the code under test).
@@ -356,8 +358,8 @@ def test_rows_stored_before_times_were_bounded_do_not_stop_the_upkeep(
                 await conn.execute(
                     """INSERT INTO person_events (event_id, device_id, camera_id, track_id,
                            first_seen, last_seen, dwell_s, crops)
-                       VALUES ($1, 'dev-old', 'cam-1', 1, $2::text::timestamptz, $2::text::timestamptz,
-                               0, 1)""",
+                       VALUES ($1, 'dev-old', 'cam-1', 1, $2::text::timestamptz,
+                               $2::text::timestamptz, 0, 1)""",
                     uuid.uuid4(),
                     last,
                 )
@@ -384,3 +386,50 @@ def test_rows_stored_before_times_were_bounded_do_not_stop_the_upkeep(
     event = make_event("dev-old", "cam-1")
     publish_messages([(event_topic(hub.topic_root, event), event.model_dump_json().encode())])
     wait_until(lambda: hub.metric("hub_events_stored_total") == 1, what="ingest goes on")
+
+
+# --- smaller defects ---------------------------------------------------------------------
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_the_broker_keeps_oversized_messages_from_the_hub(
+    hub: RunningHub, wait_until: Callable[..., Any]
+) -> None:
+    """The hub asks for a Maximum Packet Size: 2 MB payloads never reach its memory (the
+    broker drops them for it), and ingest goes on."""
+    before = _peak_rss_kb(hub.process.pid)
+    topic = f"{hub.topic_root}/v1/dev-big/events/cam-1"
+    publish_messages([(topic, b"{" + b" " * 2_000_000 + b"}") for _ in range(5)])
+    event = make_event("dev-big", "cam-1")
+    publish_messages([(event_topic(hub.topic_root, event), event.model_dump_json().encode())])
+    wait_until(lambda: hub.metric("hub_events_stored_total") == 1, what="the event after")
+    assert hub.metric("hub_messages_rejected_total", reason="too_large") == 0
+    grown_mb = (_peak_rss_kb(hub.process.pid) - before) / 1024
+    assert grown_mb < 5, f"peak RSS grew by {grown_mb:.1f} MB"
+
+
+def test_a_bad_retained_status_is_dead_lettered_once(
+    storage: StorageDb, hub_factory: Any, wait_until: Callable[..., Any]
+) -> None:
+    """The broker hands a retained status to every hub at every start: counted each time,
+    kept once."""
+    topic = f"{hub_factory.topic_root}/v1/dev-garbage/status"
+    publish_retained(topic, b"{this is not json")
+    try:
+        for run in range(2):
+            hub = hub_factory.start(database_url=storage.url)
+            wait_until(
+                lambda hub=hub: hub.metric("hub_messages_rejected_total", reason="bad_json") == 1,
+                what=f"the retained status refused (start {run + 1})",
+            )
+            hub.stop()
+    finally:
+        clear_retained([topic])
+    letters = _fetch(storage.url, "SELECT reason FROM rejected_messages WHERE topic = $1", topic)
+    assert [r["reason"] for r in letters] == ["bad_json"]
