@@ -49,8 +49,10 @@ from cloud_hub.schemas import (
 )
 
 MAX_BUCKETS = 10_000
-# (bucket, group) pairs in one answer by default (the API passes HUB_STATS_MAX_PAIRS).
-MAX_GROUPS = 100_000
+# (bucket, group) pairs in one answer by default (the API passes HUB_STATS_MAX_PAIRS): a
+# pair costs the hub 3-4.5 KB at its peak (the row, the models, the JSON), so 20,000 is
+# about 60-90 MB (docs/hub.md, "Limits").
+MAX_GROUPS = 20_000
 MAX_ROWS = 1_000_000  # rows one stats_rows statement may return (tests, benchmarks)
 StatsBucketSize = Literal["minute", "hour", "day", "week", "month"]
 GroupKey = Literal["site", "device", "camera", "gender", "age_band", "direction"]
@@ -573,8 +575,8 @@ _SUMS_WIDTH = 5 + sum(len(values) for values in _DIMENSIONS.values())
 @dataclass(slots=True)
 class Tally:
     """Sums behind a :class:`Counts` (averages are sums over counts), as one flat list in
-    a cell's order: adding a cell is one pass over 20 numbers, which matters at 100,000
-    cells an answer."""
+    a cell's order: adding a cell is one pass over 20 numbers (an answer may have tens of
+    thousands of cells)."""
 
     sums: list[Any] = field(default_factory=lambda: [0] * _SUMS_WIDTH)
 

@@ -94,7 +94,7 @@ class HubSettings(BaseSettings):
         "before reading, or while a chunked body streams in).",
     )
     stats_max_pairs: int = Field(
-        default=100_000,
+        default=20_000,
         ge=1_000,
         le=10_000_000,
         description="Bucket x group pairs one /v1/stats or /v1/occupancy answer may hold "
