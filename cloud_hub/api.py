@@ -748,6 +748,8 @@ def create_app(settings: HubSettings) -> FastAPI:
             db="ok" if db else "down",
             mqtt="ok" if mqtt else "down",
             redis=redis,
+            rollups=h.rollups.state,
+            rollup_rounds=h.rollups.rounds,
         )
         return JSONResponse(health.model_dump(), status_code=200 if db and mqtt else 503)
 

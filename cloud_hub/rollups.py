@@ -395,12 +395,20 @@ class Maintainer:
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
         self.failures = 0
+        self.last_failed = False
         self.last_round_s: float | None = None
 
     @property
     def alive(self) -> bool:
         """Whether the loop is still running (it only ends when stopped)."""
         return self._task is not None and not self._task.done()
+
+    @property
+    def state(self) -> str:
+        """For /healthz: ``ok``, ``failing`` (its last round failed) or ``stopped``."""
+        if not self.alive:
+            return "stopped"
+        return "failing" if self.last_failed else "ok"
 
     def start(self) -> None:
         """Start the loop (a first round right away)."""
@@ -422,6 +430,7 @@ class Maintainer:
                     backend = backend or await detect_backend(conn)
                     await maintain(conn, self._settings, backend)
                 self.rounds += 1
+                self.last_failed = False
                 self.last_round_s = time.monotonic() - started
                 metrics.ROLLUP_ROUNDS.inc()
             except asyncio.CancelledError:
@@ -429,11 +438,13 @@ class Maintainer:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 # The database is away or busy: expected now and then, no traceback needed.
                 self.failures += 1
+                self.last_failed = True
                 metrics.TASK_FAILURES.labels(task="rollups").inc()
                 log.warning("rollup_maintenance_failed", error=str(exc))
             except Exception:
                 # A bug or data this code did not foresee: say where, then try next round.
                 self.failures += 1
+                self.last_failed = True
                 metrics.TASK_FAILURES.labels(task="rollups").inc()
                 log.exception("rollup_maintenance_crashed")
             await asyncio.sleep(self._settings.rollup_refresh_s)

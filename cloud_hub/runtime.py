@@ -112,6 +112,12 @@ class Hub:
         log.info("hub_stopped")
 
     @property
+    def rollups(self) -> Maintainer:
+        """The rollup upkeep (after :meth:`start`)."""
+        assert self._rollups is not None, "hub not started"
+        return self._rollups
+
+    @property
     def consuming(self) -> bool:
         """Whether the ingest task is still running (it only ends on a bug or on stop)."""
         return self._consumer is not None and not self._consumer.done()

@@ -209,6 +209,12 @@ class Health(BaseModel):
     db: Literal["ok", "down"]
     mqtt: Literal["ok", "down"]
     redis: Literal["ok", "down", "disabled"]
+    rollups: Literal["ok", "failing", "stopped"] = Field(
+        default="ok",
+        description="The hour/day upkeep: failing when its last round failed (see the log "
+        "and hub_background_task_failures_total); stats stay exact, only slower.",
+    )
+    rollup_rounds: int = Field(default=0, description="Upkeep rounds completed by this process.")
 
 
 # --- cameras ------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def test_devices_state_health_and_occupancy(hub_factory: HubFactory) -> None:
         cameras=[
             CameraStatus(camera_id="door", state=CameraState.LIVE, fps=12.5),
             CameraStatus(camera_id="hall", state=CameraState.CONNECTING),
+            CameraStatus(camera_id="shelf", state=CameraState.DOWN, error="truncated"),
         ],
         config_version="fleet-7",
     )
@@ -73,8 +74,9 @@ def test_devices_state_health_and_occupancy(hub_factory: HubFactory) -> None:
         assert found["state"] == "online" and found["agent_version"] == "1.4.2"
         assert found["models"] == online.models and found["config_version"] == "fleet-7"
         assert found["cameras"] == [
-            {"camera_id": "door", "state": "live", "fps": 12.5},
-            {"camera_id": "hall", "state": "connecting", "fps": None},
+            {"camera_id": "door", "state": "live", "fps": 12.5, "error": None},
+            {"camera_id": "hall", "state": "connecting", "fps": None, "error": None},
+            {"camera_id": "shelf", "state": "down", "fps": None, "error": "truncated"},
         ]
         assert found["events"] == 0 and found["last_seen"] is None and found["health"] is None
 

@@ -328,6 +328,8 @@ def test_any_parsable_time_is_stored_or_dead_lettered(
             assert status == 200 and seconds < 5, (path, status, seconds)
         assert hub.metric("hub_background_task_failures_total", task="rollups") == 0
         assert hub.metric("hub_background_task_failures_total", task="ingest") == 0
+        health = hub.get("/healthz")
+        assert health["rollups"] == "ok" and health["rollup_rounds"] >= rounds + 2
         assert hub.process.poll() is None
         hub.stop()
         # Each message by its id: a row when it was to be stored, else one dead letter.
