@@ -435,3 +435,24 @@ def test_a_bad_retained_status_is_dead_lettered_once(
         clear_retained([topic])
     letters = _fetch(storage.url, "SELECT reason FROM rejected_messages WHERE topic = $1", topic)
     assert [r["reason"] for r in letters] == ["bad_json"]
+
+
+def test_a_failing_upkeep_round_is_logged_counted_and_the_next_one_runs(
+    plain_storage: StorageDb, hub_factory: Any, wait_until: Callable[..., Any]
+) -> None:
+    hub = hub_factory.start(database_url=plain_storage.url, rollup_refresh_s=1.0)
+    wait_until(lambda: hub.metric("hub_rollup_rounds_total") >= 1, what="a first round")
+    _fetch(plain_storage.url, "ALTER TABLE rollup_watermarks RENAME TO rollup_watermarks_away")
+    try:
+        wait_until(
+            lambda: hub.metric("hub_background_task_failures_total", task="rollups") >= 2,
+            what="two failed rounds",
+        )
+        assert hub.get("/healthz")["rollups"] == "failing"
+    finally:
+        _fetch(plain_storage.url, "ALTER TABLE rollup_watermarks_away RENAME TO rollup_watermarks")
+    rounds = hub.metric("hub_rollup_rounds_total")
+    wait_until(lambda: hub.metric("hub_rollup_rounds_total") >= rounds + 2, what="rounds again")
+    health = hub.get("/healthz")
+    assert health["rollups"] == "ok" and health["status"] == "ok"
+    assert "rollup_maintenance_failed" in hub.log() and "rollup_watermarks" in hub.log()
