@@ -183,13 +183,16 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
             view,
         )
         if await conn.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM {mat} WHERE bucket < $1)", s.earliest_event
+            f"""SELECT EXISTS (SELECT 1 FROM {mat} WHERE bucket < $1)
+                       AND NOT EXISTS (SELECT 1 FROM person_events WHERE last_seen < $1)""",
+            s.earliest_event,
         ):
             # Rows before the earliest time were dead-lettered (migration 008); the refresh
             # policies look back only HUB_ROLLUP_LATE_DAYS, so drop their buckets here.
+            # Once: rows kept before a later-raised HUB_EARLIEST_EVENT keep their buckets.
             log.info("rollup_refresh_before_earliest", view=view)
             await conn.execute(
-                "CALL refresh_continuous_aggregate($1, NULL, $2)", view, s.earliest_event
+                "CALL refresh_continuous_aggregate($1, NULL, $2::timestamptz)", view, s.earliest_event
             )
         if await conn.fetchval(
             f"""SELECT NOT EXISTS (SELECT 1 FROM {mat})
