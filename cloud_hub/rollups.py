@@ -192,7 +192,9 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
             # Once: rows kept before a later-raised HUB_EARLIEST_EVENT keep their buckets.
             log.info("rollup_refresh_before_earliest", view=view)
             await conn.execute(
-                "CALL refresh_continuous_aggregate($1, NULL, $2::timestamptz)", view, s.earliest_event
+                "CALL refresh_continuous_aggregate($1, NULL, $2::timestamptz)",
+                view,
+                s.earliest_event,
             )
         if await conn.fetchval(
             f"""SELECT NOT EXISTS (SELECT 1 FROM {mat})
