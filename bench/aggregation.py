@@ -35,11 +35,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent import evaluate
-from edge_agent.aggregate import age_estimate, combine
-from edge_agent.align import variant_set
+from edge_agent.camera.sources import read_frames
 from edge_agent.config import AgentConfig, EstimatorConfig
-from edge_agent.estimator import (
+from edge_agent.pipeline import load_models
+from edge_agent.tools import evaluate
+from edge_agent.tracking.aggregate import age_estimate, combine
+from edge_agent.tracking.tracker import IouTracker, Track
+from edge_agent.vision.align import variant_set
+from edge_agent.vision.estimator import (
     CALIBRATION,
     DEFAULT_VARIANTS,
     MODEL_SETS,
@@ -47,9 +50,6 @@ from edge_agent.estimator import (
     RawOutputs,
     finish,
 )
-from edge_agent.pipeline import load_models
-from edge_agent.sources import read_frames
-from edge_agent.tracker import IouTracker, Track
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "audience-edge" / "bench"
@@ -195,7 +195,7 @@ _CLASS_AGES: tuple[float, ...] = ()
 def load_class_ages() -> tuple[float, ...]:
     global _CLASS_AGES
     if not _CLASS_AGES:
-        from edge_agent.model_files import locate_models
+        from edge_agent.vision.model_files import locate_models
 
         _CLASS_AGES = locate_models().age_weights
     return _CLASS_AGES

@@ -18,7 +18,7 @@ above 80 count as 80, the oldest age class (dlib's classes, and so every event's
 end there), so MAE here is also on clipped ages.
 
 Usage: ``python bench/calibration.py [--cache DIR]``; prints the tables and the
-``CALIBRATION`` entries for edge_agent/estimator.py.
+``CALIBRATION`` entries for edge_agent/vision/estimator.py.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent import evaluate
-from edge_agent.aggregate import AGE_INTERVAL, age_estimate
 from edge_agent.config import AgentConfig, EstimatorConfig
-from edge_agent.estimator import (
+from edge_agent.tools import evaluate
+from edge_agent.tracking.aggregate import AGE_INTERVAL, age_estimate
+from edge_agent.vision.estimator import (
     CALIBRATION,
     DEFAULT_VARIANTS,
     MODEL_SETS,
@@ -48,7 +48,7 @@ from edge_agent.estimator import (
     points,
     select_variants,
 )
-from edge_agent.model_files import locate_models
+from edge_agent.vision.model_files import locate_models
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 UTK, LFW = SHARED / "utkface_dev", SHARED / "lfw_gender_dev"
@@ -222,7 +222,7 @@ def main() -> None:
         )
         fitted[model_set] = Calibration(fitted[model_set].gender_temperature, full)
 
-    print("\nshipped (edge_agent/estimator.py CALIBRATION) on each set's default variants:")
+    print("\nshipped (edge_agent/vision/estimator.py CALIBRATION) on each set's default variants:")
     for model_set in sets:
         cal = CALIBRATION[model_set]
         u, v = set_points(utk, model_set, class_ages), set_points(lfw, model_set, class_ages)

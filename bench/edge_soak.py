@@ -22,7 +22,7 @@ from edge_throughput import prepare  # type: ignore[import-not-found]
 
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent
-from edge_agent.health import CameraMeter, memory_mb
+from edge_agent.device.telemetry import CameraMeter, memory_mb
 from edge_agent.runner import run_cameras
 
 

@@ -2,7 +2,7 @@
 
 For each camera count (1, 4, 8, 16) and frame size (the clips' native size, 640x360,
 1280x720) the looped clips of ../shared/data/video are played as cameras, and the agent's
-scheduler (edge_agent/scheduler.py, the code ``edge-agent run`` uses, publishing to a
+scheduler (edge_agent/camera/scheduler.py, the code ``edge-agent run`` uses, publishing to a
 counter instead of MQTT) runs for ``--seconds``:
 
 * paced: each camera delivers 15 fps in real time, like a camera; prints frames processed
@@ -120,7 +120,7 @@ class RssSampler:
 def run_agent(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration in this process: the agent's scheduler for ``seconds``."""
     from edge_agent.config import AgentConfig
-    from edge_agent.health import CameraMeter
+    from edge_agent.device.telemetry import CameraMeter
     from edge_agent.runner import run_cameras
 
     clips, paced = spec["clips"], spec["paced"]
@@ -181,10 +181,10 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     per camera, same detector count, and a camera's frames in order, as in the agent."""
     import queue
 
+    from edge_agent.camera.sources import read_frames
     from edge_agent.config import AgentConfig
-    from edge_agent.model_files import locate_models
     from edge_agent.pipeline import make_detector
-    from edge_agent.sources import read_frames
+    from edge_agent.vision.model_files import locate_models
 
     config = AgentConfig()
     files = locate_models(config.models_dir)
@@ -222,8 +222,8 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
 def run_peers(spec: dict[str, Any]) -> dict[str, Any]:
     """Per-frame cost of the peers and of our detect step on the same frames."""
     from edge_agent.config import AgentConfig
-    from edge_agent.model_files import locate_models
     from edge_agent.pipeline import make_detector
+    from edge_agent.vision.model_files import locate_models
 
     frames = []
     for number, clip in enumerate(spec["clips"][:3]):

@@ -2,7 +2,7 @@
 
 Reference: dlib's frontal (HOG) detector, ``shape_predictor_5_face_landmarks`` and
 ``dlib_face_recognition_resnet_model_v1`` with ``compute_face_descriptor`` (no jitter),
-from the ``face-recognition-models`` package. Ours: ``edge_agent.embedding.FaceEmbedder``
+from the ``face-recognition-models`` package. Ours: ``edge_agent.vision.embedding.FaceEmbedder``
 (the ONNX conversion of the same network), fp32 and int8.
 
 1. Speed, on ``utkface_dev`` (each 200x200 chip in a black canvas padded by 100 px, so
@@ -51,12 +51,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.config import TrackerConfig
-from edge_agent.detector import BlazeFaceDetector
-from edge_agent.embedding import CHIP_PADDING, CHIP_SIZE, FaceEmbedder, cosine
-from edge_agent.estimator import FaceCrop
-from edge_agent.landmarks import FaceMeshLandmarker
-from edge_agent.model_files import ModelFiles, Precision, locate_models
-from edge_agent.tracker import IouTracker, Track
+from edge_agent.tracking.tracker import IouTracker, Track
+from edge_agent.vision.embedding import CHIP_PADDING, CHIP_SIZE, FaceEmbedder, cosine
+from edge_agent.vision.estimator import FaceCrop
+from edge_agent.vision.face_detector import BlazeFaceDetector
+from edge_agent.vision.landmarks import FaceMeshLandmarker
+from edge_agent.vision.model_files import ModelFiles, Precision, locate_models
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 UTKFACE = SHARED / "faces" / "utkface_dev"

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent import evaluate
-from edge_agent.align import CHIP_PADDING, DLIB_TEMPLATE, similarity
 from edge_agent.config import AgentConfig
-from edge_agent.landmarks import DLIB5_FROM_MESH
 from edge_agent.pipeline import load_models
+from edge_agent.tools import evaluate
+from edge_agent.vision.align import CHIP_PADDING, DLIB_TEMPLATE, similarity
+from edge_agent.vision.landmarks import DLIB5_FROM_MESH
 
 LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "lfw_gender_dev"
 # Mesh indices standing in for dlib's 68-point outline: the face oval from ear level down

@@ -11,7 +11,7 @@ port with ``max_queued_messages 0`` (what docs/hub.md asks for: the machine's Mo
 keeps its default of 1,000 queued messages per client and would drop a backlog) and no
 persistence; ``--broker system`` uses 127.0.0.1:1883 instead.
 
-Events come from the fleet simulator (``cloud_hub.simulate.Fleet``: 500 devices x 4
+Events come from the fleet simulator (``cloud_hub.tools.simulate.Fleet``: 500 devices x 4
 cameras), serialized once before timing. Per batch size:
 
 - **raw**: ``storage.store_batch`` (the hub's own ``INSERT ... SELECT FROM unnest``) straight
@@ -66,12 +66,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cloud_hub.db import prepare_database
-from cloud_hub.logging import configure_logging
 from cloud_hub.settings import HubSettings
-from cloud_hub.simulate import Fleet
-from cloud_hub.storage import store_batch
+from cloud_hub.storage.db import prepare_database
+from cloud_hub.storage.event_writes import store_batch
+from cloud_hub.tools.simulate import Fleet
 from edge_agent.contract import EventTopic, PersonEvent
+from edge_agent.logs import configure_logging
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 WINDOW = 2000

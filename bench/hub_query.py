@@ -36,9 +36,10 @@ from typing import Any
 
 import asyncpg
 
-from cloud_hub import queries, rollups
-from cloud_hub.db import open_pool, prepare_database
+from cloud_hub import queries
 from cloud_hub.settings import HubSettings
+from cloud_hub.storage import rollups
+from cloud_hub.storage.db import open_pool, prepare_database
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SLICE = 1_000_000

@@ -29,10 +29,10 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cloud_hub.db import open_pool, prepare_database
 from cloud_hub.settings import HubSettings
-from cloud_hub.simulate import Fleet
-from cloud_hub.storage import _INSERT_EVENTS, _columns, store_batch
+from cloud_hub.storage.db import open_pool, prepare_database
+from cloud_hub.storage.event_writes import _INSERT_EVENTS, _columns, store_batch
+from cloud_hub.tools.simulate import Fleet
 from edge_agent.contract import PersonEvent
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

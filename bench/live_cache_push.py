@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cloud_hub.live_cache import LiveCache
-from cloud_hub.simulate import Fleet
+from cloud_hub.live.cache import LiveCache
+from cloud_hub.tools.simulate import Fleet
 from edge_agent.contract import PersonEvent
 
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.align import variant_set
+from edge_agent.camera.sources import read_frames
 from edge_agent.config import MODEL_SET_ALIASES, MODEL_SET_NAMES, AgentConfig, EstimatorConfig
-from edge_agent.estimator import DemographicsEstimator, FaceCrop
 from edge_agent.pipeline import load_models
-from edge_agent.sources import read_frames
 from edge_agent.timing import StageTimes
-from edge_agent.tracker import face_quality
+from edge_agent.tracking.tracker import face_quality
+from edge_agent.vision.align import variant_set
+from edge_agent.vision.estimator import DemographicsEstimator, FaceCrop
 
 VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"
 DEFAULT_CLIPS = (

@@ -30,7 +30,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from onnx import numpy_helper
 
-from edge_agent.model_files import ModelFiles, locate_models
+from edge_agent.vision.model_files import ModelFiles, locate_models
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent import evaluate
-from edge_agent.aggregate import age_estimate
-from edge_agent.align import variant_set
 from edge_agent.config import AgentConfig
-from edge_agent.estimator import (
+from edge_agent.pipeline import Models, load_models
+from edge_agent.timing import StageTimes
+from edge_agent.tools import evaluate
+from edge_agent.tracking.aggregate import age_estimate
+from edge_agent.vision.align import variant_set
+from edge_agent.vision.estimator import (
     CALIBRATION,
     DEFAULT_VARIANTS,
     MODEL_SETS,
@@ -36,9 +38,7 @@ from edge_agent.estimator import (
     load_member,
     select_variants,
 )
-from edge_agent.model_files import ModelFiles
-from edge_agent.pipeline import Models, load_models
-from edge_agent.timing import StageTimes
+from edge_agent.vision.model_files import ModelFiles
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 FOLDERS = (SHARED / "utkface_dev", SHARED / "lfw_gender_dev")

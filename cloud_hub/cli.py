@@ -1,5 +1,5 @@
 """``cloud-hub``: serve, migrate, print stats, bring the whole system up for a first run;
-manage API keys, device credentials and certificates (``cloud_hub.security_cli``)."""
+manage API keys, device credentials and certificates (``cloud_hub.security.cli``)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def _quiet_gc(threshold: int) -> None:
 def _serve(args: argparse.Namespace, settings: HubSettings) -> int:
     import uvicorn
 
-    from cloud_hub.api import create_app
-    from cloud_hub.logging import configure_logging
+    from cloud_hub.api.app import create_app
+    from edge_agent.logs import configure_logging
 
     if args.host:
         settings.http_host = args.host
@@ -58,8 +58,8 @@ def _serve(args: argparse.Namespace, settings: HubSettings) -> int:
 
 
 def _migrate(_args: argparse.Namespace, settings: HubSettings) -> int:
-    from cloud_hub.db import prepare_database
-    from cloud_hub.logging import configure_logging
+    from cloud_hub.storage.db import prepare_database
+    from edge_agent.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
     applied = asyncio.run(prepare_database(settings.database_url))
@@ -68,7 +68,7 @@ def _migrate(_args: argparse.Namespace, settings: HubSettings) -> int:
 
 
 def _stats(args: argparse.Namespace, settings: HubSettings) -> int:
-    from cloud_hub.report import fetch_stats, format_stats
+    from cloud_hub.tools.stats_table import fetch_stats, format_stats
 
     stats = fetch_stats(
         args.url or settings.api_url,
@@ -84,8 +84,8 @@ def _stats(args: argparse.Namespace, settings: HubSettings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: HubSettings) -> int:
-    from cloud_hub.logging import configure_logging
-    from cloud_hub.up import run_up
+    from cloud_hub.tools.up import run_up
+    from edge_agent.logs import configure_logging
 
     if "HUB_LOG_FORMAT" not in os.environ:
         settings.log_format = "console"  # a person is watching this terminal
@@ -94,7 +94,7 @@ def _up(args: argparse.Namespace, settings: HubSettings) -> int:
 
 
 def _simulate(args: argparse.Namespace, settings: HubSettings) -> int:
-    from cloud_hub.simulate import SimConfig, run_simulation
+    from cloud_hub.tools.simulate import SimConfig, run_simulation
 
     if args.count is None and args.duration is None and args.rate <= 0:
         print("--rate 0 (as fast as possible) needs --count or --duration", file=sys.stderr)
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--api-key", help="a read key (default: the HUB_API_KEY variable)")
     stats.set_defaults(func=_stats)
 
-    from cloud_hub.security_cli import add_security_commands
+    from cloud_hub.security.cli import add_security_commands
 
     add_security_commands(sub)
 

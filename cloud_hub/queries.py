@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from cloud_hub.schemas import (
+from cloud_hub.api.schemas import (
     AGE_BANDS,
     DIRECTIONS,
     GENDERS,

@@ -188,7 +188,7 @@ class HubSettings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _valid_api_keys(cls, value: str) -> str:
-        from cloud_hub.apikeys import parse_api_keys
+        from cloud_hub.security.apikeys import parse_api_keys
 
         parse_api_keys(value)  # fail at startup, not on the first request
         return value

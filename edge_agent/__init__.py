@@ -7,7 +7,7 @@ It does one thing on import: it quiets OpenCV's and FFmpeg's own logging (unless
 environment already says otherwise). Their lines (``[mov,mp4 @ 0x…] moov atom not
 found``, ``[ WARN:0@0.07] global cap.cpp…``) go straight to the terminal, bypass the
 agent's structured log and say nothing a user can act on; the agent reports the same
-problems itself (``edge_agent.sources.SourceError``). The variables must be in the
+problems itself (``edge_agent.camera.sources.SourceError``). The variables must be in the
 environment before OpenCV opens its first video, hence here, before any module imports
 ``cv2``. Set ``OPENCV_FFMPEG_LOGLEVEL=32`` (or ``OPENCV_LOG_LEVEL=INFO``) to see them.
 """

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO, get_args
 
-from cloud_hub.logging import configure_logging
+from edge_agent.camera.sources import SourceError
 from edge_agent.config import (
     MODEL_SET_ALIASES,
     MODEL_SET_NAMES,
@@ -22,7 +22,7 @@ from edge_agent.config import (
     VariantsName,
 )
 from edge_agent.contract import PersonEvent
-from edge_agent.sources import SourceError
+from edge_agent.logs import configure_logging
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -92,8 +92,8 @@ def _analyze(args: argparse.Namespace) -> int:
     import structlog
     from tqdm import tqdm
 
+    from edge_agent.camera.sources import file_start, frame_count, read_frames
     from edge_agent.pipeline import CameraPipeline, load_models
-    from edge_agent.sources import file_start, frame_count, read_frames
 
     config = AgentConfig.load(args.config) if args.config else AgentConfig()
     config = config.model_copy(update={"device_id": args.device_id or config.device_id})
@@ -144,8 +144,8 @@ def _analyze(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from edge_agent import evaluate
     from edge_agent.pipeline import Models, load_models
+    from edge_agent.tools import evaluate
 
     # One column per model set (--models, repeatable; default: the configured default),
     # all in this process so their speeds compare; one table per image folder.
@@ -203,7 +203,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo_clip(args: argparse.Namespace) -> int:
-    from edge_agent.demo_clip import make_demo_clip
+    from edge_agent.tools.demo_clip import make_demo_clip
 
     print(make_demo_clip(args.output))
     return 0

@@ -95,7 +95,7 @@ class CameraConfig(_Section):
     line: tuple[tuple[float, float], tuple[float, float]] | None = Field(
         default=None,
         description="Counting line: two points [x, y] in frame fractions (0..1, y down), "
-        "directed from the first to the second (edge_agent/counting_line.py).",
+        "directed from the first to the second (edge_agent/tracking/counting_line.py).",
     )
     in_side: Literal["left", "right"] = Field(
         default="left", description="Side of the directed line that is 'in', facing along it."
@@ -173,7 +173,7 @@ class EstimatorConfig(_Section):
     )
     variants: VariantsName = Field(
         default="default",
-        description="Which chips each network averages (edge_agent/align.py VARIANT_SETS): "
+        description="Which chips each network averages (edge_agent/vision/align.py VARIANT_SETS): "
         "default = each model set's measured choice (docs/models.md); none = one plain chip; "
         "zoom = one chip 6% tighter; pair = plain + zoom; flip = plain + mirror; "
         "scale3, jitter7; full = 7 jitters x mirror (14 chips, the old default).",
@@ -192,7 +192,7 @@ class EstimatorConfig(_Section):
 
 
 class OutboxConfig(_Section):
-    """The on-disk queue of events the broker has not acknowledged (edge_agent/outbox.py)."""
+    """The on-disk queue of events the broker has not acknowledged (``delivery/outbox.py``)."""
 
     max_entries: int = Field(default=100_000, ge=10, description="Then the oldest go.")
     max_mb: float = Field(default=64.0, gt=0, description="Payload megabytes, then the oldest go.")
@@ -216,7 +216,7 @@ class MetricsConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    """How camera frames share the cores (edge_agent/scheduler.py)."""
+    """How camera frames share the cores (edge_agent/camera/scheduler.py)."""
 
     detect_workers: int | None = Field(
         default=None,

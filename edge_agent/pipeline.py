@@ -2,7 +2,7 @@
 
 Detection runs on every processed frame; landmarks, chips and the networks run only when
 a track ends, on that track's best crops, batched across all tracks (of every camera, in
-the agent: edge_agent/scheduler.py) ending together.
+the agent: edge_agent/camera/scheduler.py) ending together.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
-from edge_agent.aggregate import age_estimate, combine, gender_estimate
-from edge_agent.clock import SYSTEM_CLOCK, AgentClock
+from edge_agent.camera.sources import Frame
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent, uuid7
-from edge_agent.counting_line import camera_line
-from edge_agent.detections import Detections
-from edge_agent.detector import BlazeFaceDetector
-from edge_agent.estimator import DemographicsEstimator, FaceCrop, FaceEstimate
-from edge_agent.landmarks import FaceMeshLandmarker
-from edge_agent.model_files import ModelFiles, locate_models
-from edge_agent.returns import Embedder, ReturnMatcher
-from edge_agent.sources import Frame
+from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock
 from edge_agent.timing import StageTimes
-from edge_agent.tracker import IouTracker, Track
+from edge_agent.tracking.aggregate import age_estimate, combine, gender_estimate
+from edge_agent.tracking.counting_line import camera_line
+from edge_agent.tracking.returning_visitors import Embedder, ReturnMatcher
+from edge_agent.tracking.tracker import IouTracker, Track
+from edge_agent.vision.detections import Detections
+from edge_agent.vision.estimator import DemographicsEstimator, FaceCrop, FaceEstimate
+from edge_agent.vision.face_detector import BlazeFaceDetector
+from edge_agent.vision.landmarks import FaceMeshLandmarker
+from edge_agent.vision.model_files import ModelFiles, locate_models
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each camera has a reader thread that owns its source: a source that fails is reopened
 with backoff and never stalls the others. Frames go to the shared detection and
-estimation workers (edge_agent/scheduler.py), which load the models once for all
+estimation workers (edge_agent/camera/scheduler.py), which load the models once for all
 cameras. File sources end; with ``loop = true`` they restart, like a camera would.
 """
 
@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from edge_agent.clock import SYSTEM_CLOCK, AgentClock, ClockGate
+from edge_agent.camera.scheduler import Lane, Scheduler
+from edge_agent.camera.sources import SourceError, is_live, read_frames
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.contract import (
     CameraState,
@@ -23,17 +24,16 @@ from edge_agent.contract import (
     parse_desired_config,
     status_topic,
 )
-from edge_agent.device_status import StatusBoard
-from edge_agent.health import CameraMeter, Telemetry
-from edge_agent.health_server import HealthServer
-from edge_agent.live_config import LiveSettings, describe_error
-from edge_agent.metrics import AgentMetrics
-from edge_agent.outbox import Outbox, default_state_dir
+from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock, ClockGate
+from edge_agent.delivery.outbox import Outbox, default_state_dir
+from edge_agent.delivery.publisher import MqttPublisher
+from edge_agent.device.health_server import HealthServer
+from edge_agent.device.live_config import LiveSettings, describe_error
+from edge_agent.device.metrics import AgentMetrics
+from edge_agent.device.status_board import StatusBoard
+from edge_agent.device.telemetry import CameraMeter, Telemetry
 from edge_agent.pipeline import CameraPipeline, load_models
-from edge_agent.publisher import MqttPublisher
-from edge_agent.returns import ReturnMatcher, load_embedder
-from edge_agent.scheduler import Lane, Scheduler
-from edge_agent.sources import SourceError, is_live, read_frames
+from edge_agent.tracking.returning_visitors import ReturnMatcher, load_embedder
 
 log = structlog.get_logger(__name__)
 
@@ -142,7 +142,7 @@ def run_cameras(
     ended or ``stop`` is set; returns the (stopped) scheduler and its figures.
 
     Events go to ``publish`` through ``gate`` (default: a new one on ``clock``), which
-    holds those stamped before the clock was set (edge_agent/clock.py)."""
+    holds those stamped before the clock was set (edge_agent/delivery/clock.py)."""
     live = live or LiveSettings(config)
     meters = meters or [CameraMeter(c.id) for c in config.cameras]
     models = load_models(config)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.model_files import sha256_file
+from edge_agent.vision.model_files import sha256_file
 
 
 class BundleError(Exception):

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.model_files import sha256_file
+from edge_agent.vision.model_files import sha256_file
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.json"

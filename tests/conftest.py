@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_hub.apikeys import ApiKey, hash_key
+from cloud_hub.security.apikeys import ApiKey, hash_key
 from cloud_hub.settings import HubSettings
 from edge_agent.contract import AgeEstimate, GenderEstimate, PersonEvent, uuid7
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from edge_agent import asyncapi
 from edge_agent.contract import (
     _ID_PATTERN,
     CHANNELS,
@@ -24,10 +23,11 @@ from edge_agent.contract import (
     parse_topic,
     status_topic,
 )
+from edge_agent.tools import asyncapi
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "asyncapi.yaml"
-REGENERATE = "docs/asyncapi.yaml is out of date: run `python -m edge_agent.asyncapi`"
+REGENERATE = "docs/asyncapi.yaml is out of date: run `python -m edge_agent.tools.asyncapi`"
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def test_check_mode_reports_a_stale_file(
 ) -> None:
     target = tmp_path / "asyncapi.yaml"
     assert asyncapi.main(["--output", str(target), "--check"]) == 1
-    assert "python -m edge_agent.asyncapi" in capsys.readouterr().err
+    assert "python -m edge_agent.tools.asyncapi" in capsys.readouterr().err
     assert asyncapi.main(["--output", str(target)]) == 0
     assert asyncapi.main(["--output", str(target), "--check"]) == 0
     assert target.read_text(encoding="utf-8") == DOC.read_text(encoding="utf-8")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.model_files import ModelFiles, locate_models
+from edge_agent.vision.model_files import ModelFiles, locate_models
 
 ort = pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edge_agent.model_files import ModelFiles, locate_models
+from edge_agent.vision.model_files import ModelFiles, locate_models
 from tests.paths import UTKFACE
 
 

@@ -29,7 +29,7 @@ from edge_agent.contract import (
     parse_status,
     status_topic,
 )
-from edge_agent.outbox import DB_NAME
+from edge_agent.delivery.outbox import DB_NAME
 from tests.conftest import MQTT_HOST, MQTT_PORT, wait_until
 from tests.edge.broker_tools import (
     Watcher,

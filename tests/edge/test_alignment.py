@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edge_agent.align import (
+from edge_agent.vision.align import (
     JITTER,
     VARIANT_SETS,
     box_chip,
@@ -25,9 +25,9 @@ from edge_agent.align import (
     similarity,
     template,
 )
-from edge_agent.detector import BlazeFaceDetector
-from edge_agent.landmarks import FaceMeshLandmarker
-from edge_agent.model_files import ModelFiles
+from edge_agent.vision.face_detector import BlazeFaceDetector
+from edge_agent.vision.landmarks import FaceMeshLandmarker
+from edge_agent.vision.model_files import ModelFiles
 from tests.edge.conftest import pad_black, read_rgb, utk_sample
 
 SHAPE_PREDICTOR: Final = (

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_agent.clock import HOLD_FULL, NEVER_SET, AgentClock, ClockGate
 from edge_agent.config import AgentConfig
 from edge_agent.contract import (
     DEFAULT_TIME_BOUNDS,
@@ -30,11 +29,12 @@ from edge_agent.contract import (
     parse_status,
     status_topic,
 )
-from edge_agent.health import CameraMeter, Telemetry
-from edge_agent.live_config import LiveSettings
-from edge_agent.metrics import AgentMetrics
-from edge_agent.outbox import DB_NAME, Outbox
-from edge_agent.publisher import MqttPublisher
+from edge_agent.delivery.clock import HOLD_FULL, NEVER_SET, AgentClock, ClockGate
+from edge_agent.delivery.outbox import DB_NAME, Outbox
+from edge_agent.delivery.publisher import MqttPublisher
+from edge_agent.device.live_config import LiveSettings
+from edge_agent.device.metrics import AgentMetrics
+from edge_agent.device.telemetry import CameraMeter, Telemetry
 from edge_agent.runner import run_agent, run_cameras
 from tests.conftest import MQTT_HOST, MQTT_PORT, make_event, wait_until
 from tests.edge.broker_tools import Watcher, clear_retained

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from edge_agent.camera.sources import read_frames
 from edge_agent.config import AgentConfig, CameraConfig, TrackerConfig
 from edge_agent.contract import Direction
-from edge_agent.counting_line import CountingLine, Point, camera_line
-from edge_agent.detections import Detections
 from edge_agent.pipeline import CameraPipeline, load_models
-from edge_agent.sources import read_frames
-from edge_agent.tracker import IouTracker
+from edge_agent.tracking.counting_line import CountingLine, Point, camera_line
+from edge_agent.tracking.tracker import IouTracker
+from edge_agent.vision.detections import Detections
 from tests.paths import WALK_AND_PAUSE
 
 # Across the middle, left edge to right edge: facing along it (toward the image's right),

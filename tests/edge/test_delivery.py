@@ -12,8 +12,8 @@ import pytest
 
 from edge_agent.config import MqttConfig
 from edge_agent.contract import PersonEvent, parse_event
-from edge_agent.outbox import DB_NAME, Outbox
-from edge_agent.publisher import MqttPublisher
+from edge_agent.delivery.outbox import DB_NAME, Outbox
+from edge_agent.delivery.publisher import MqttPublisher
 from tests.conftest import MQTT_PORT, make_event, wait_until
 from tests.mqtt_subscriber import Subscriber
 from tests.relay import Relay

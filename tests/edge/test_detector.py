@@ -7,10 +7,16 @@ from typing import Final
 import numpy as np
 import pytest
 
-from edge_agent.detections import LEFT_EYE, MOUTH, NOSE_TIP, RIGHT_EYE, Detections
-from edge_agent.detector import BlazeFaceDetector, Variant, _SsdOptions, ssd_anchors, weighted_nms
-from edge_agent.model_files import ModelFiles
-from edge_agent.sources import read_frames
+from edge_agent.camera.sources import read_frames
+from edge_agent.vision.detections import LEFT_EYE, MOUTH, NOSE_TIP, RIGHT_EYE, Detections
+from edge_agent.vision.face_detector import (
+    BlazeFaceDetector,
+    Variant,
+    _SsdOptions,
+    ssd_anchors,
+    weighted_nms,
+)
+from edge_agent.vision.model_files import ModelFiles
 from tests.edge.conftest import pad_black, read_rgb, utk_sample
 from tests.paths import VIDEO
 

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edge_agent.align import face_chip
-from edge_agent.detector import BlazeFaceDetector
-from edge_agent.embedding import CHIP_PADDING, CHIP_SIZE, FaceEmbedder, cosine
-from edge_agent.estimator import FaceCrop
-from edge_agent.landmarks import FaceMeshLandmarker
-from edge_agent.model_files import ModelFiles
+from edge_agent.vision.align import face_chip
+from edge_agent.vision.embedding import CHIP_PADDING, CHIP_SIZE, FaceEmbedder, cosine
+from edge_agent.vision.estimator import FaceCrop
+from edge_agent.vision.face_detector import BlazeFaceDetector
+from edge_agent.vision.landmarks import FaceMeshLandmarker
+from edge_agent.vision.model_files import ModelFiles
 from tests.edge.conftest import pad_black, read_rgb
 from tests.paths import LFW, UTKFACE
 

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.aggregate import age_estimate
+from edge_agent.camera.sources import read_frames
 from edge_agent.config import MODEL_SET_NAMES, AgentConfig, EstimatorConfig
-from edge_agent.estimator import (
+from edge_agent.pipeline import CameraPipeline, load_models
+from edge_agent.tools.evaluate import central_face
+from edge_agent.tracking.aggregate import age_estimate
+from edge_agent.vision.estimator import (
     DEFAULT_VARIANTS,
     MODEL_SETS,
     FaceCrop,
     age_distribution,
     gender_calibrated,
 )
-from edge_agent.evaluate import central_face
-from edge_agent.model_files import locate_models
-from edge_agent.pipeline import CameraPipeline, load_models
-from edge_agent.sources import read_frames
+from edge_agent.vision.model_files import locate_models
 from tests.edge.conftest import read_rgb, utk_sample
 from tests.paths import VIDEO
 

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from edge_agent import evaluate
 from edge_agent.config import AgentConfig
 from edge_agent.pipeline import Models, load_models
+from edge_agent.tools import evaluate
 from tests.paths import LFW, REPO, UTKFACE
 
 

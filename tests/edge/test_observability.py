@@ -16,13 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.config import AgentConfig
 from edge_agent.contract import CameraState, status_topic
-from edge_agent.device_status import StatusBoard
-from edge_agent.health import CameraMeter, Telemetry
-from edge_agent.health_server import HealthServer
-from edge_agent.live_config import LiveSettings
-from edge_agent.metrics import AgentMetrics
-from edge_agent.outbox import Outbox
-from edge_agent.publisher import MqttPublisher
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.publisher import MqttPublisher
+from edge_agent.device.health_server import HealthServer
+from edge_agent.device.live_config import LiveSettings
+from edge_agent.device.metrics import AgentMetrics
+from edge_agent.device.status_board import StatusBoard
+from edge_agent.device.telemetry import CameraMeter, Telemetry
 from tests.conftest import MQTT_HOST, MQTT_PORT, http_get, wait_until
 from tests.edge.broker_tools import clear_retained
 from tests.edge.test_agent_service import start_agent, stop

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox import DB_NAME, Outbox, default_state_dir
+from edge_agent.delivery.outbox import DB_NAME, Outbox, default_state_dir
 
 
 def payloads(box: Outbox) -> list[bytes]:

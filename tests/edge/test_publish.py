@@ -12,8 +12,8 @@ import pytest
 
 from edge_agent.config import AgentConfig, MqttConfig
 from edge_agent.contract import Gender, parse_event
-from edge_agent.outbox import Outbox
-from edge_agent.publisher import MqttPublisher
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.publisher import MqttPublisher
 from edge_agent.runner import run_agent
 from tests.conftest import MQTT_HOST, MQTT_PORT, make_event, wait_until
 from tests.mqtt_subscriber import Subscriber

@@ -16,8 +16,8 @@ from numpy.typing import NDArray
 
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent
-from edge_agent.demo_clip import make_visit_clip, portrait
 from edge_agent.runner import run_cameras
+from edge_agent.tools.demo_clip import make_visit_clip, portrait
 from tests.edge.conftest import read_rgb
 from tests.paths import LFW
 

@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.config import AgentConfig
 from edge_agent.contract import CameraState, PersonEvent
-from edge_agent.device_status import StatusBoard
-from edge_agent.health import CameraMeter
-from edge_agent.live_config import LiveSettings
-from edge_agent.metrics import AgentMetrics
-from edge_agent.outbox import Outbox
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.device.live_config import LiveSettings
+from edge_agent.device.metrics import AgentMetrics
+from edge_agent.device.status_board import StatusBoard
+from edge_agent.device.telemetry import CameraMeter
 from edge_agent.runner import run_cameras
 from tests.conftest import wait_until
 from tests.paths import WALK_AND_PAUSE

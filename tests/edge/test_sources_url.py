@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge_agent.sources import SourceError, open_capture, read_frames
+from edge_agent.camera.sources import SourceError, open_capture, read_frames
 from tests.conftest import free_port
 from tests.paths import VIDEO, WALK_AND_PAUSE
 

@@ -10,9 +10,9 @@ import time
 
 from edge_agent.config import AgentConfig
 from edge_agent.contract import CameraState, PersonEvent
-from edge_agent.device_status import StatusBoard
-from edge_agent.health import CameraMeter
-from edge_agent.live_config import LiveSettings
+from edge_agent.device.live_config import LiveSettings
+from edge_agent.device.status_board import StatusBoard
+from edge_agent.device.telemetry import CameraMeter
 from edge_agent.runner import run_cameras
 from tests.conftest import free_port, wait_until
 from tests.paths import VIDEO, WALK_AND_PAUSE

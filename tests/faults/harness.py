@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.contract import EventTopic, PersonEvent, events_subscription
-from edge_agent.outbox import DB_NAME, Outbox
+from edge_agent.delivery.outbox import DB_NAME, Outbox
 from tests.conftest import free_port, wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from edge_agent.config import MqttConfig
-from edge_agent.outbox import Outbox
-from edge_agent.publisher import MqttPublisher
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.delivery.publisher import MqttPublisher
 from tests.conftest import make_event, wait_until
 from tests.faults.conftest import FaultRig
 from tests.faults.harness import StreamPublisher, count_events, try_count_events

@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_hub import broker_auth as ba
+from cloud_hub.security import broker_auth as ba
 from tests.conftest import free_port
 from tests.firmware.image import (
     IMAGE_DIR,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_hub import broker_auth
+from cloud_hub.security import broker_auth
 from tests.fleet import targets
 from tests.paths import REPO, VIDEO
 

@@ -22,9 +22,10 @@ from typing import Any
 
 import asyncpg
 
-from cloud_hub import queries, rollups
-from cloud_hub.db import open_pool, prepare_database
+from cloud_hub import queries
 from cloud_hub.settings import HubSettings
+from cloud_hub.storage import rollups
+from cloud_hub.storage.db import open_pool, prepare_database
 from tests.conftest import PG_ADMIN_URL
 
 _FILL = """

@@ -102,7 +102,7 @@ def pglite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 class StorageDb:
     """An empty database of one backend: ``url`` for the hub, ``backend`` its kind."""
 
-    backend: str  # "plain" or "timescaledb", as cloud_hub.db.Backend
+    backend: str  # "plain" or "timescaledb", as cloud_hub.storage.db.Backend
     url: str
 
 

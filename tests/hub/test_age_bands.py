@@ -21,9 +21,9 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from cloud_hub import rollups
-from cloud_hub.db import prepare_database
 from cloud_hub.settings import HubSettings
+from cloud_hub.storage import rollups
+from cloud_hub.storage.db import prepare_database
 from edge_agent.contract import PersonEvent
 from tests.conftest import HubFactory, make_event
 from tests.hub.conftest import StorageDb

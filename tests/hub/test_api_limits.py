@@ -22,8 +22,8 @@ from urllib.parse import urlencode, urlsplit
 import asyncpg
 import httpx
 
-from cloud_hub.db import prepare_database
 from cloud_hub.settings import HubSettings
+from cloud_hub.storage.db import prepare_database
 from tests.conftest import HubFactory, RunningHub, make_event, publish_event_list, wait_until
 from tests.hub.conftest import StorageDb
 from tests.hub.test_export import peak_rss_kb

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from cloud_hub.apikeys import new_key
+from cloud_hub.security.apikeys import new_key
 from edge_agent.contract import CameraState, CameraStatus, DeviceState, DeviceStatus
 from tests.conftest import (
     TEST_API_KEYS,

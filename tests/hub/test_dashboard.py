@@ -23,7 +23,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from cloud_hub.apikeys import new_key
+from cloud_hub.security.apikeys import new_key
 from edge_agent.contract import CameraState, CameraStatus, DeviceState, DeviceStatus, status_topic
 from tests.conftest import (
     TEST_ADMIN_KEY,

@@ -199,8 +199,8 @@ def test_killed_hub_loses_nothing(
 
 
 def test_the_fast_mqtt_client_is_in_use() -> None:
-    """The hub's client builds on private paho methods (see ``cloud_hub.ingest``); a paho
+    """The hub's client builds on private paho methods (see ``cloud_hub.ingest.consumer``); a paho
     release without them falls back to the stock client, and this test says so."""
-    from cloud_hub.mqtt_client import FastClient, client_class
+    from cloud_hub.ingest.mqtt_client import FastClient, client_class
 
     assert client_class() is FastClient

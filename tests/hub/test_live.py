@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from cloud_hub.apikeys import new_key
-from cloud_hub.live_tokens import LiveTokens
+from cloud_hub.live.tokens import LiveTokens
+from cloud_hub.security.apikeys import new_key
 from tests.conftest import TEST_API_KEYS, HubFactory, make_event, publish_event_list
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from cloud_hub.live_cache import LiveCache
+from cloud_hub.live.cache import LiveCache
 from cloud_hub.metrics import REDIS_ERRORS
 from tests.conftest import make_event
 

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_hub.mqtt_client import FastClient
+from cloud_hub.ingest.mqtt_client import FastClient
 
 HOST, PORT = "127.0.0.1", 1883
 

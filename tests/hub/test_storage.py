@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from cloud_hub import queries, rollups
-from cloud_hub.db import Backend, detect_backend, migrate, open_pool, prepare_database
+from cloud_hub import queries
 from cloud_hub.settings import HubSettings
-from cloud_hub.storage import store_batch
+from cloud_hub.storage import rollups
+from cloud_hub.storage.db import Backend, detect_backend, migrate, open_pool, prepare_database
+from cloud_hub.storage.event_writes import store_batch
 from edge_agent.contract import Direction, PersonEvent
 from tests.conftest import make_event
 from tests.hub.conftest import StorageDb

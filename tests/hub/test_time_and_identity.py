@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud_hub import rollups
-from cloud_hub.db import ensure_database, migrate, prepare_database
 from cloud_hub.settings import HubSettings
+from cloud_hub.storage import rollups
+from cloud_hub.storage.db import ensure_database, migrate, prepare_database
 from tests.conftest import RunningHub, event_topic, make_event, publish_messages
 from tests.edge.broker_tools import clear_retained, publish_retained
 from tests.hub.conftest import StorageDb

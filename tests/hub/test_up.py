@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from cloud_hub.up import source_problem
-from edge_agent.demo_clip import make_demo_clip
+from cloud_hub.tools.up import source_problem
+from edge_agent.tools.demo_clip import make_demo_clip
 from tests.conftest import HubFactory, make_event, publish_event_list, wait_until
 
 

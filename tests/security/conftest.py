@@ -25,9 +25,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud_hub import broker_auth as ba
+from cloud_hub.security import broker_auth as ba
 from edge_agent.config import MqttConfig
-from edge_agent.mqtt_security import configure_client
+from edge_agent.delivery.mqtt_security import configure_client
 from tests.conftest import free_port
 
 HOST = "127.0.0.1"

@@ -8,8 +8,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from cloud_hub.apikeys import find_key, new_key, parse_api_keys
-from cloud_hub.auth import RequireAdmin, require_scope
+from cloud_hub.api.auth import RequireAdmin, require_scope
+from cloud_hub.security.apikeys import find_key, new_key, parse_api_keys
 from tests.conftest import HubFactory, http_get
 
 

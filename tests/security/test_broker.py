@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_hub import broker_auth as ba
+from cloud_hub.security import broker_auth as ba
 from edge_agent.config import AgentConfig
 from tests.conftest import wait_until
 from tests.security.conftest import HUB_USER, Client, PrivateBroker

@@ -10,7 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from edge_agent.config import MqttConfig
-from edge_agent.mqtt_security import configure_client
+from edge_agent.delivery.mqtt_security import configure_client
 
 
 def _client() -> mqtt.Client:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloud_hub import broker_auth as ba
+from cloud_hub.security import broker_auth as ba
 from tests.conftest import HubFactory, make_event, wait_until
 from tests.security.conftest import HUB_USER, Client, PrivateBroker
 

