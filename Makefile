@@ -12,8 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+# Both distributions, editable: audience-edge (the agent and the contract, with the
+# tools) and audience-hub (hub-package, the hub and `cloud-hub up`'s extras).
+$(VENV)/.installed: pyproject.toml hub-package/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]' -e './hub-package[demo]'
 	touch $@
 
 models/dist/manifest.json: models/manifest.json models/build.py | $(VENV)/.installed
@@ -32,6 +34,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint services
 	$(BIN)/python -m pytest
