@@ -170,12 +170,11 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _build_wheel(REPO, out)
     # The "new release": the same source with another version string.
     source = tmp_path_factory.mktemp("source-new")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
-    for package in ("edge_agent", "cloud_hub"):
-        shutil.copytree(
-            REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+    shutil.copytree(
+        REPO / "edge_agent", source / "edge_agent", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for name in ("pyproject.toml", "edge_agent/__init__.py"):
         path = source / name
         text = path.read_text()
