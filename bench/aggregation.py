@@ -42,14 +42,9 @@ from edge_agent.tools import evaluate
 from edge_agent.tracking.aggregate import age_estimate, combine
 from edge_agent.tracking.tracker import IouTracker, Track
 from edge_agent.vision.align import variant_set
-from edge_agent.vision.estimator import (
-    CALIBRATION,
-    DEFAULT_VARIANTS,
-    MODEL_SETS,
-    FaceEstimate,
-    RawOutputs,
-    finish,
-)
+from edge_agent.vision.calibration import CALIBRATION, RawOutputs, finish
+from edge_agent.vision.detections import FaceEstimate
+from edge_agent.vision.model_sets import DEFAULT_VARIANTS, MODEL_SETS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "audience-edge" / "bench"

@@ -34,21 +34,19 @@ from numpy.typing import NDArray
 from edge_agent.config import AgentConfig, EstimatorConfig
 from edge_agent.tools import evaluate
 from edge_agent.tracking.aggregate import AGE_INTERVAL, age_estimate
-from edge_agent.vision.estimator import (
+from edge_agent.vision.calibration import (
     CALIBRATION,
-    DEFAULT_VARIANTS,
-    MODEL_SETS,
     Calibration,
-    Member,
     Points,
-    Precision,
     age_distribution,
     gender_calibrated,
-    load_member,
     points,
     select_variants,
 )
+from edge_agent.vision.estimator import load_member
 from edge_agent.vision.model_files import locate_models
+from edge_agent.vision.model_sets import DEFAULT_VARIANTS, MODEL_SETS, Member
+from edge_agent.vision.model_sets import MemberPrecision as Precision
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 UTK, LFW = SHARED / "utkface_dev", SHARED / "lfw_gender_dev"

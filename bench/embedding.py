@@ -52,8 +52,8 @@ from numpy.typing import NDArray
 
 from edge_agent.config import TrackerConfig
 from edge_agent.tracking.tracker import IouTracker, Track
+from edge_agent.vision.detections import FaceCrop
 from edge_agent.vision.embedding import CHIP_PADDING, CHIP_SIZE, FaceEmbedder, cosine
-from edge_agent.vision.estimator import FaceCrop
 from edge_agent.vision.face_detector import BlazeFaceDetector
 from edge_agent.vision.landmarks import FaceMeshLandmarker
 from edge_agent.vision.model_files import ModelFiles, Precision, locate_models

@@ -29,7 +29,8 @@ from edge_agent.pipeline import load_models
 from edge_agent.timing import StageTimes
 from edge_agent.tracking.tracker import face_quality
 from edge_agent.vision.align import variant_set
-from edge_agent.vision.estimator import DemographicsEstimator, FaceCrop
+from edge_agent.vision.detections import FaceCrop
+from edge_agent.vision.estimator import DemographicsEstimator
 
 VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"
 DEFAULT_CLIPS = (

@@ -26,19 +26,12 @@ from edge_agent.timing import StageTimes
 from edge_agent.tools import evaluate
 from edge_agent.tracking.aggregate import age_estimate
 from edge_agent.vision.align import variant_set
-from edge_agent.vision.estimator import (
-    CALIBRATION,
-    DEFAULT_VARIANTS,
-    MODEL_SETS,
-    DemographicsEstimator,
-    FaceCrop,
-    Member,
-    Precision,
-    finish,
-    load_member,
-    select_variants,
-)
+from edge_agent.vision.calibration import CALIBRATION, finish, select_variants
+from edge_agent.vision.detections import FaceCrop
+from edge_agent.vision.estimator import DemographicsEstimator, load_member
 from edge_agent.vision.model_files import ModelFiles
+from edge_agent.vision.model_sets import DEFAULT_VARIANTS, MODEL_SETS, Member
+from edge_agent.vision.model_sets import MemberPrecision as Precision
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 FOLDERS = (SHARED / "utkface_dev", SHARED / "lfw_gender_dev")

@@ -146,6 +146,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     from edge_agent.pipeline import Models, load_models
     from edge_agent.tools import evaluate
+    from edge_agent.tools.eval_baseline import predict_baseline
+    from edge_agent.tools.eval_report import format_report, write_predictions
 
     # One column per model set (--models, repeatable; default: the configured default),
     # all in this process so their speeds compare; one table per image folder.
@@ -183,18 +185,18 @@ def _eval(args: argparse.Namespace) -> int:
                     path = path.with_name(f"{path.stem}-{folder.name}{path.suffix}")
                 if not single:
                     path = path.with_name(f"{path.stem}-{name}{path.suffix}")
-                evaluate.write_predictions(path, run.predictions)
+                write_predictions(path, run.predictions)
         if args.baseline:
             with tqdm(total=len(rows), desc="baseline", unit="img", file=sys.stderr) as bar:
                 base, seconds = evaluate.timed(
                     functools.partial(
-                        evaluate.predict_baseline, folder, rows, bar.update, args.baseline_mode
+                        predict_baseline, folder, rows, bar.update, args.baseline_mode
                     )
                 )
             columns["baseline"] = evaluate.score(rows, base, seconds)
         variants = "none (one chip)" if args.no_tta else args.variants
         reports.append(
-            evaluate.format_report(columns, len(rows), folder)
+            format_report(columns, len(rows), folder)
             + f"\n\nno face detected in {missed} of {len(rows)} images (whole image used instead)"
             + f"; test-time variants: {variants}"
         )

@@ -11,9 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import numpy as np
 import structlog
-from numpy.typing import NDArray
 
 from edge_agent.camera.sources import Frame
 from edge_agent.config import AgentConfig
@@ -24,8 +22,9 @@ from edge_agent.tracking.aggregate import age_estimate, combine, gender_estimate
 from edge_agent.tracking.counting_line import camera_line
 from edge_agent.tracking.returning_visitors import Embedder, ReturnMatcher
 from edge_agent.tracking.tracker import IouTracker, Track
-from edge_agent.vision.detections import Detections
-from edge_agent.vision.estimator import DemographicsEstimator, FaceCrop, FaceEstimate
+from edge_agent.vision.detections import FaceCrop, FaceEstimate
+from edge_agent.vision.detector import Detector, detect_in_roi
+from edge_agent.vision.estimator import DemographicsEstimator
 from edge_agent.vision.face_detector import BlazeFaceDetector
 from edge_agent.vision.landmarks import FaceMeshLandmarker
 from edge_agent.vision.model_files import ModelFiles, locate_models
@@ -40,14 +39,15 @@ class Models:
     their own with :func:`make_detector`."""
 
     files: ModelFiles
-    detector: BlazeFaceDetector
+    detector: Detector
     estimator: DemographicsEstimator
     versions: dict[str, str]  # what each event reports it was estimated with
     embedder: Embedder | None = None  # one face embedding per person, for returns
 
 
-def make_detector(config: AgentConfig, files: ModelFiles) -> BlazeFaceDetector:
-    """A face detector with its own interpreter (one per thread that detects)."""
+def make_detector(config: AgentConfig, files: ModelFiles) -> Detector:
+    """The configured detector (BlazeFace) with its own interpreter (one per thread that
+    detects)."""
     det_cfg = config.detector
     spec = files.detector(det_cfg.model)
     return BlazeFaceDetector(
@@ -150,16 +150,25 @@ class CameraPipeline:
         self.clock = clock
         self._origin: tuple[float, datetime | None] | None = None  # (mono, media wall)
 
-    def track(self, frame: Frame, detector: BlazeFaceDetector | None = None) -> EndedTracks:
+    def apply_settings(self, config: AgentConfig) -> None:
+        """Take the settings a fleet may change at run time (a live config) from the next
+        frame on: thresholds, the tracker's settings, the test-time variants of the
+        estimator (which every camera shares). Call between frames, in the thread
+        detecting for this camera."""
+        self.score_threshold = config.detector.score_threshold
+        self.tracker.apply_settings(config.tracker, config.detector.min_face_px)
+        self.models.estimator.apply_settings(config.estimator)
+        self.min_face_score = config.estimator.min_face_score
+
+    def track(self, frame: Frame, detector: Detector | None = None) -> EndedTracks:
         """Detect and track one frame (with ``detector``, else this pipeline's own);
         returns the people who just left."""
         if self._origin is None:
             wall = None if frame.wall is None else frame.wall - timedelta(seconds=frame.t)
             self._origin = (frame.mono - frame.t, wall)
         detector = detector or self.models.detector
-        detector.score_threshold = self.score_threshold
         with self.times.stage("detect"):
-            detections = _detect(detector, frame.rgb, self.roi)
+            detections = detect_in_roi(detector, frame.rgb, self.roi, self.score_threshold)
         with self.times.stage("track"):
             ended = self.tracker.update(detections, frame.t, frame.rgb)
         return EndedTracks(self, ended, *self._origin)
@@ -231,21 +240,6 @@ class CameraPipeline:
             out = Outgoing(event, ended.mono_at(track.first_seen), ended.mono_at(track.last_seen))
             built.append((out, best[1] if best else None, best[0] if best else None))
         return built
-
-
-def _detect(
-    detector: BlazeFaceDetector,
-    rgb: NDArray[np.uint8],
-    roi: tuple[float, float, float, float] | None,
-) -> Detections:
-    """Faces in the frame, or only in its region of interest (which the detector then
-    sees at full resolution), in frame pixel coordinates either way."""
-    if roi is None:
-        return detector.detect(rgb)
-    height, width = rgb.shape[:2]
-    x1, y1 = int(roi[0] * width), int(roi[1] * height)
-    x2, y2 = max(x1 + 1, int(roi[2] * width)), max(y1 + 1, int(roi[3] * height))
-    return detector.detect(np.ascontiguousarray(rgb[y1:y2, x1:x2])).shifted(x1, y1)
 
 
 def estimate_events(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 
@@ -19,12 +19,11 @@ from edge_agent.camera.sources import SourceError, is_live, read_frames
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.contract import (
     CameraState,
-    PersonEvent,
     config_topic,
     parse_desired_config,
     status_topic,
 )
-from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock, ClockGate
+from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock, ClockGate, PublishFn
 from edge_agent.delivery.outbox import Outbox, default_state_dir
 from edge_agent.delivery.publisher import MqttPublisher
 from edge_agent.device.health_server import HealthServer
@@ -36,9 +35,6 @@ from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.tracking.returning_visitors import ReturnMatcher, load_embedder
 
 log = structlog.get_logger(__name__)
-
-PublishFn = Callable[[PersonEvent], None]
-StateFn = Callable[[CameraState], None]
 
 MAX_BACKOFF_S = 30.0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,8 +26,7 @@ import structlog
 
 from edge_agent.camera.sources import Frame
 from edge_agent.config import AgentConfig
-from edge_agent.contract import PersonEvent
-from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock, ClockGate
+from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock, ClockGate, PublishFn
 from edge_agent.device.live_config import LiveSettings
 from edge_agent.device.telemetry import CameraMeter
 from edge_agent.pipeline import (
@@ -41,8 +39,6 @@ from edge_agent.pipeline import (
 from edge_agent.timing import StageTimes
 
 log = structlog.get_logger(__name__)
-
-PublishFn = Callable[[PersonEvent], None]
 
 
 class _EndOfStream:

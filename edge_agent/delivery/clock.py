@@ -103,6 +103,8 @@ class AgentClock:
 
 SYSTEM_CLOCK: Final = AgentClock()
 
+# Where an event goes next (the publisher's publish, a test's list.append); the scheduler
+# and the runner take the same.
 PublishFn = Callable[[PersonEvent], None]
 
 

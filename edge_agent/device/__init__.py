@@ -1,1 +1,1 @@
-"""device"""
+"""The device's own state: health and occupancy telemetry, metrics, status, live config."""

@@ -79,9 +79,5 @@ class LiveSettings:
         the thread detecting for that camera); returns the version applied."""
         with self._lock:
             cfg, version = self._effective, self.version
-        pipeline.score_threshold = cfg.detector.score_threshold
-        pipeline.tracker.config = cfg.tracker
-        pipeline.tracker.min_face_px = cfg.detector.min_face_px
-        pipeline.models.estimator.tta = cfg.estimator.tta
-        pipeline.min_face_score = cfg.estimator.min_face_score
+        pipeline.apply_settings(cfg)
         return version

@@ -1,1 +1,1 @@
-"""tools"""
+"""Offline tools: accuracy evaluation, the AsyncAPI document, the synthetic demo clip."""

@@ -8,16 +8,15 @@ events, status, health and occupancy, and receives its desired config.
     python -m edge_agent.tools.asyncapi            # write docs/asyncapi.yaml
     python -m edge_agent.tools.asyncapi --check    # exit 1 if the file is out of date
 
-The YAML is written by a small emitter here (block style, keys in a fixed order, strings
-quoted JSON-style where plain YAML would be ambiguous), so the output is deterministic and
-the module needs nothing beyond Pydantic.
+The YAML is written by a small emitter (``yaml_emitter.py``: block style, keys in a fixed
+order, strings quoted JSON-style where plain YAML would be ambiguous), so the output is
+deterministic and the module needs nothing beyond Pydantic.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import uuid
 from collections.abc import Sequence
@@ -29,10 +28,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from edge_agent.contract import (
-    _ID_PATTERN,
     CHANNELS,
     CONTRACT_VERSION,
     DEFAULT_TOPIC_ROOT,
+    ID_PATTERN,
     MAX_PAYLOAD_BYTES,
     TOPIC_VERSION,
     AgeEstimate,
@@ -54,6 +53,7 @@ from edge_agent.contract import (
     PersonEvent,
     TrackerSettings,
 )
+from edge_agent.tools.yaml_emitter import to_yaml
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 MQTT_BINDING_VERSION: Final = "0.2.0"
@@ -239,7 +239,7 @@ def build_document() -> dict[str, Any]:
             ],
         }
 
-    id_rule = f"Matches `{_ID_PATTERN}`, so it is one topic level without wildcards."
+    id_rule = f"Matches `{ID_PATTERN}`, so it is one topic level without wildcards."
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -309,12 +309,12 @@ def build_document() -> dict[str, Any]:
                 "device_id": {
                     "description": f"The publishing device; equals the payload's. {id_rule}",
                     "examples": ["shop-12-door"],
-                    "x-pattern": _ID_PATTERN,
+                    "x-pattern": ID_PATTERN,
                 },
                 "camera_id": {
                     "description": f"The camera on that device; equals the payload's. {id_rule}",
                     "examples": ["cam-1"],
-                    "x-pattern": _ID_PATTERN,
+                    "x-pattern": ID_PATTERN,
                 },
             },
             "securitySchemes": {
@@ -329,71 +329,6 @@ def build_document() -> dict[str, Any]:
             },
         },
     }
-
-
-# --- A minimal, deterministic YAML emitter --------------------------------------------
-
-# Plain (unquoted) scalars: start with a letter, no ':' or '#', no trailing space; anything
-# else is written as a JSON string, which is also a valid YAML double-quoted scalar.
-_PLAIN: Final = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$./ ,;()'`=<>+-]*(?<! )$")
-_RESERVED: Final = frozenset(
-    {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf"}
-)
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        text = repr(value)
-        if "e" in text and "." not in text:  # YAML 1.1 floats need a dot: 1e+16 -> 1.0e+16
-            mantissa, exponent = text.split("e")
-            text = f"{mantissa}.0e{exponent}"
-        return text
-    if isinstance(value, str):
-        if _PLAIN.match(value) and value.lower() not in _RESERVED:
-            return value
-        return json.dumps(value, ensure_ascii=True)
-    raise TypeError(f"cannot emit {type(value).__name__} as YAML")
-
-
-def _block(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            head = f"{pad}{_scalar(str(key))}:"
-            if isinstance(item, dict | list) and item:
-                lines.append(head)
-                lines.extend(_block(item, indent + 2))
-            else:
-                lines.append(f"{head} {_inline(item)}")
-    else:
-        for item in value:
-            if isinstance(item, dict | list) and item:
-                nested = _block(item, indent + 2)
-                lines.append(f"{pad}- {nested[0][indent + 2 :]}")
-                lines.extend(nested[1:])
-            else:
-                lines.append(f"{pad}- {_inline(item)}")
-    return lines
-
-
-def _inline(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    return _scalar(value)
-
-
-def to_yaml(document: dict[str, Any]) -> str:
-    """Block-style YAML for plain data; ``yaml.safe_load`` of it gives ``document`` back."""
-    return "\n".join(_block(document, 0)) + "\n"
 
 
 def render() -> str:

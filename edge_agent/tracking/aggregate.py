@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.contract import AgeEstimate, Gender, GenderEstimate
-from edge_agent.vision.estimator import FaceEstimate
+from edge_agent.vision.detections import FaceEstimate
 
 AGE_INTERVAL: Final = 0.8
 

@@ -18,8 +18,14 @@ from numpy.typing import NDArray
 from edge_agent.config import TrackerConfig
 from edge_agent.contract import Direction
 from edge_agent.tracking.counting_line import CountingLine, LineCrossing, Point
-from edge_agent.vision.detections import LEFT_EYE, NOSE_TIP, RIGHT_EYE, Detections, iou_matrix
-from edge_agent.vision.estimator import FaceCrop
+from edge_agent.vision.detections import (
+    LEFT_EYE,
+    NOSE_TIP,
+    RIGHT_EYE,
+    Detections,
+    FaceCrop,
+    iou_matrix,
+)
 
 
 def face_quality(detections: Detections) -> NDArray[np.float32]:
@@ -92,6 +98,11 @@ class IouTracker:
         self.line = line
         self.active: list[Track] = []
         self._next_id = 1
+
+    def apply_settings(self, config: TrackerConfig, min_face_px: int) -> None:
+        """New settings from the next frame on (a live config); the tracks stay."""
+        self.config = config
+        self.min_face_px = min_face_px
 
     def update(self, detections: Detections, now: float, rgb: NDArray[np.uint8]) -> list[Track]:
         """Match this frame's faces to tracks; return confirmed tracks that just ended."""

@@ -17,18 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Not "session.set_denormal_as_zero": it flips the calling thread's FTZ/DAZ flags, which
-    # silently changes float arithmetic for everything else on that thread (found when a
-    # test's float generator stopped seeing subnormals). The weights are flushed instead.
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+from edge_agent.vision.onnx_session import cpu_session
 
 
 class AttributeModels:
@@ -43,8 +34,8 @@ class AttributeModels:
         input_name: str = "images",
         threads: int = 1,
     ) -> None:
-        self._gender = _session(gender_path, threads)
-        self._age = _session(age_path, threads)
+        self._gender = cpu_session(gender_path, threads)
+        self._age = cpu_session(age_path, threads)
         self._means = np.asarray(means, np.float32)
         self._scale = np.float32(scale)
         self._input = input_name
@@ -79,7 +70,7 @@ class FaceApiModel:
         gender_output: str = "gender",
         threads: int = 1,
     ) -> None:
-        self._session = _session(path, threads)
+        self._session = cpu_session(path, threads)
         self._input = input_name
         self._outputs = [age_output, gender_output]
 

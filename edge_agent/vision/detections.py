@@ -1,7 +1,10 @@
-"""The typed container that flows from the detector through the tracker.
+"""The data that flows between the stages: detections, face crops, face estimates.
 
 One object holding NumPy arrays (boxes, scores, keypoints) rather than a list of tuples,
 so each stage can work on all faces of a frame at once and no stage guesses the layout.
+The detector makes :class:`Detections`, the tracker keeps :class:`FaceCrop` s of them,
+the estimator turns crops into :class:`FaceEstimate` s. Data only (NumPy, no model
+runtime), so a stage that handles them imports none of the networks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ MOUTH: Final = 3
 RIGHT_EAR: Final = 4
 LEFT_EAR: Final = 5
 NUM_KEYPOINTS: Final = 6
+# A crop keeps this many face-box sides around the face: enough for the mesh's rotated
+# 1.5x ROI and the chip's 0.2 padding, little enough to stay cheap to keep per track.
+CROP_SIDES: Final = 2.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +84,49 @@ def iou_matrix(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.flo
     union = area_a[:, None] + area_b[None, :] - inter
     result: NDArray[np.float32] = (inter / np.maximum(union, 1e-6)).astype(np.float32)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class FaceCrop:
+    """A face cut out of a frame, with its box and keypoints in the crop's coordinates."""
+
+    image: NDArray[np.uint8]
+    box: NDArray[np.float32]
+    keypoints: NDArray[np.float32]
+    quality: float
+
+    @classmethod
+    def cut(
+        cls,
+        rgb: NDArray[np.uint8],
+        box: NDArray[np.float32],
+        keypoints: NDArray[np.float32],
+        quality: float,
+    ) -> FaceCrop:
+        """Copy the face's neighbourhood out of ``rgb`` so the frame can be released."""
+        height, width = rgb.shape[:2]
+        centre = (box[:2] + box[2:]) / 2.0
+        half = CROP_SIDES * float(max(box[2] - box[0], box[3] - box[1])) / 2.0
+        x1, y1 = max(0, int(centre[0] - half)), max(0, int(centre[1] - half))
+        x2, y2 = min(width, int(centre[0] + half) + 1), min(height, int(centre[1] + half) + 1)
+        offset = np.array([x1, y1], np.float32)
+        return cls(
+            image=np.ascontiguousarray(rgb[y1:y2, x1:x2]),
+            box=(box.reshape(2, 2) - offset).reshape(4),
+            keypoints=keypoints - offset,
+            quality=quality,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FaceEstimate:
+    """One crop's averaged probabilities (``gender`` ``[2]``, ``age`` ``[81]``), how sure
+    the face mesh is that the crop shows a face at all (``face_score``, 0..1), and the
+    five dlib-order landmarks the chips were aligned on (``points``, float32 ``[5, 2]``,
+    in the crop's pixel coordinates: image-right eye outer and inner corner, image-left
+    eye outer and inner corner, bottom of the nose)."""
+
+    gender: NDArray[np.float32]
+    age: NDArray[np.float32]
+    face_score: float
+    points: NDArray[np.float32]

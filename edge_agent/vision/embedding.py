@@ -22,8 +22,8 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from edge_agent.vision.align import face_chip
-from edge_agent.vision.attributes import _session
 from edge_agent.vision.model_files import FaceApiSpec, ModelFiles, Precision
+from edge_agent.vision.onnx_session import cpu_session
 
 __all__ = [
     "CHIP_PADDING",
@@ -54,7 +54,7 @@ class FaceEmbedder:
         if found != expected:
             raise ValueError(f"{spec.path}: input/output {found}, expected {expected}")
         self.spec = spec
-        self._session: ort.InferenceSession = _session(spec.path, threads)
+        self._session: ort.InferenceSession = cpu_session(spec.path, threads)
 
     @classmethod
     def from_model_files(

@@ -57,7 +57,8 @@ def ssd_anchors(options: _SsdOptions) -> NDArray[np.float32]:
 
 
 class BlazeFaceDetector:
-    """Finds faces and six keypoints per face in an RGB frame of any size."""
+    """Finds faces and six keypoints per face in an RGB frame of any size (a
+    :class:`~edge_agent.vision.detector.Detector`)."""
 
     def __init__(
         self,
@@ -79,8 +80,10 @@ class BlazeFaceDetector:
         if tuple(outputs[0]["shape"]) != expected:
             raise ValueError(f"{model_path}: outputs {outputs[0]['shape']}, expected {expected}")
 
-    def detect(self, rgb: NDArray[np.uint8]) -> Detections:
-        """Detect faces; returns boxes and keypoints in the frame's pixel coordinates."""
+    def detect(self, rgb: NDArray[np.uint8], score_threshold: float | None = None) -> Detections:
+        """Detect faces scoring at least ``score_threshold`` (``None``: the detector's
+        own); returns boxes and keypoints in the frame's pixel coordinates."""
+        threshold = self.score_threshold if score_threshold is None else score_threshold
         size = self._options.input_size
         height, width = rgb.shape[:2]
         scale = size / max(height, width)
@@ -98,7 +101,7 @@ class BlazeFaceDetector:
         raw_scores = interpreter.get_tensor(self._scores_index)[0, :, 0]
 
         scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores, -_RAW_SCORE_LIMIT, _RAW_SCORE_LIMIT)))
-        keep = scores >= self.score_threshold
+        keep = scores >= threshold
         if not keep.any():
             return Detections.empty()
         raw = raw_boxes[keep] / size

@@ -25,7 +25,6 @@ __all__ = [
     "REPO_MODELS_DIR",
     "DetectorSpec",
     "DetectorVariant",
-    "FaceApiPrecision",
     "FaceApiSpec",
     "ModelFiles",
     "Precision",
@@ -49,12 +48,14 @@ _REQUIRED: Final = (*_DETECTOR_KEYS.values(), "face_landmark", "age", "gender")
 # The int8 age and gender models: verified when the manifest lists them (models/build.py).
 _OPTIONAL: Final = ("age_int8", "gender_int8")
 
-Precision = Literal["fp32", "int8"]
+# How a model file stores its weights. Not every network has every precision: dlib's age
+# and gender networks come as fp32 and int8, face-api's as fp32 plus the reduced precision
+# that kept their accuracy (models/manifest.json).
+Precision = Literal["fp32", "fp16", "int8"]
 # face-api's networks rebuilt as ONNX (optional, verified when listed): the fp32 rebuild under
 # the base key, reduced-precision variants under base key + "_fp16" / "_int8".
-FaceApiPrecision = Literal["fp32", "fp16", "int8"]
 _FACEAPI_BASES: Final = ("faceapi_age_gender", "faceapi_face_recognition")
-_FACEAPI_SUFFIX: Final[Mapping[FaceApiPrecision, str]] = MappingProxyType(
+_FACEAPI_SUFFIX: Final[Mapping[Precision, str]] = MappingProxyType(
     {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
 )
 _FACEAPI_KEYS: Final = tuple(b + s for b in _FACEAPI_BASES for s in _FACEAPI_SUFFIX.values())
@@ -140,8 +141,11 @@ class ModelFiles:
         """``(gender path, age path, gender key, age key)`` for ``EstimatorConfig.models``.
 
         The keys name the manifest entries (for ``versions``). Raises FileNotFoundError
-        when int8 is asked for and the manifest has no int8 models.
+        for fp16 (dlib's networks have no such build) and when int8 is asked for and the
+        manifest has no int8 models.
         """
+        if precision == "fp16":
+            raise FileNotFoundError("dlib's networks have no fp16 build (int8 or fp32)")
         if precision == "fp32":
             return self.gender, self.age, "gender", "age"
         if self.gender_int8 is None or self.age_int8 is None:
@@ -150,7 +154,7 @@ class ModelFiles:
             )
         return self.gender_int8, self.age_int8, "gender_int8", "age_int8"
 
-    def faceapi_age_gender(self, precision: FaceApiPrecision = "fp32") -> FaceApiSpec:
+    def faceapi_age_gender(self, precision: Precision = "fp32") -> FaceApiSpec:
         """face-api's age and gender network: ``age`` [N] in years, ``gender`` [N, 2].
 
         Raises FileNotFoundError when the manifest has no such file (fp16 is the reduced
@@ -158,7 +162,7 @@ class ModelFiles:
         """
         return self._faceapi("faceapi_age_gender", precision)
 
-    def face_recognition(self, precision: FaceApiPrecision = "fp32") -> FaceApiSpec:
+    def face_recognition(self, precision: Precision = "fp32") -> FaceApiSpec:
         """face-api's port of dlib's face recognition ResNet: ``embedding`` [N, 128].
 
         Raises FileNotFoundError when the manifest has no such file (int8 is the reduced
@@ -166,7 +170,7 @@ class ModelFiles:
         """
         return self._faceapi("faceapi_face_recognition", precision)
 
-    def _faceapi(self, base: str, precision: FaceApiPrecision) -> FaceApiSpec:
+    def _faceapi(self, base: str, precision: Precision) -> FaceApiSpec:
         key = base + _FACEAPI_SUFFIX[precision]
         if key not in self.faceapi:
             have = [p for p, suffix in _FACEAPI_SUFFIX.items() if base + suffix in self.faceapi]

@@ -24,8 +24,8 @@ import pytest
 from numpy.typing import NDArray
 
 from edge_agent.vision.align import face_chip
+from edge_agent.vision.detections import FaceCrop
 from edge_agent.vision.embedding import CHIP_PADDING, CHIP_SIZE, FaceEmbedder, cosine
-from edge_agent.vision.estimator import FaceCrop
 from edge_agent.vision.face_detector import BlazeFaceDetector
 from edge_agent.vision.landmarks import FaceMeshLandmarker
 from edge_agent.vision.model_files import ModelFiles

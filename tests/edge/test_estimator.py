@@ -13,14 +13,10 @@ from edge_agent.config import MODEL_SET_NAMES, AgentConfig, EstimatorConfig
 from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.tools.evaluate import central_face
 from edge_agent.tracking.aggregate import age_estimate
-from edge_agent.vision.estimator import (
-    DEFAULT_VARIANTS,
-    MODEL_SETS,
-    FaceCrop,
-    age_distribution,
-    gender_calibrated,
-)
+from edge_agent.vision.calibration import age_distribution, gender_calibrated
+from edge_agent.vision.detections import FaceCrop
 from edge_agent.vision.model_files import locate_models
+from edge_agent.vision.model_sets import DEFAULT_VARIANTS, MODEL_SETS
 from tests.edge.conftest import read_rgb, utk_sample
 from tests.paths import VIDEO
 

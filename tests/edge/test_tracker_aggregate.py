@@ -10,8 +10,7 @@ from edge_agent.config import TrackerConfig
 from edge_agent.contract import Gender
 from edge_agent.tracking.aggregate import AGE_INTERVAL, age_estimate, combine, gender_estimate
 from edge_agent.tracking.tracker import IouTracker, Track, face_quality
-from edge_agent.vision.detections import Detections
-from edge_agent.vision.estimator import FaceEstimate
+from edge_agent.vision.detections import Detections, FaceEstimate
 from edge_agent.vision.model_files import ModelFiles
 
 FRAME = np.zeros((480, 640, 3), np.uint8)

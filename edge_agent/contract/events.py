@@ -1,0 +1,86 @@
+"""The person event: one message per tracked person, published when the track ends.
+
+No image and no embedding ever leave the device: an event holds times, a gender and an
+age estimate with their confidence, the direction a counting line saw, and, for a person
+who came back, the id of their previous visit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edge_agent.contract.fields import CONTRACT_VERSION, ModelVersions, StrictModel
+from edge_agent.contract.ids import IdString
+from edge_agent.contract.times import UtcDatetime
+
+
+class Gender(StrEnum):
+    """The two classes the gender models distinguish."""
+
+    FEMALE = "female"
+    MALE = "male"
+
+
+class Direction(StrEnum):
+    """Which way a person crossed the camera's counting line."""
+
+    IN = "in"
+    OUT = "out"
+
+
+class GenderEstimate(StrictModel):
+    """One gender per person, with the aggregated probability of that gender."""
+
+    value: Gender
+    confidence: float = Field(ge=0.5, le=1.0)
+
+
+class AgeEstimate(StrictModel):
+    """Expected age in years with an interval of the aggregated age distribution."""
+
+    value: float = Field(ge=0.0, le=120.0)
+    low: float = Field(ge=0.0, le=120.0)
+    high: float = Field(ge=0.0, le=120.0)
+    confidence: float = Field(ge=0.0, le=1.0, description="Probability mass in [low, high].")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AgeEstimate:
+        if not self.low <= self.value <= self.high:
+            raise ValueError("age must satisfy low <= value <= high")
+        return self
+
+
+class PersonEvent(StrictModel):
+    """One tracked person, published once when the track ends. No image, no embedding."""
+
+    schema_version: Literal[1] = CONTRACT_VERSION
+    event_id: uuid.UUID = Field(description="UUIDv7; the hub stores each id once.")
+    device_id: IdString
+    camera_id: IdString
+    track_id: int = Field(ge=0, le=2**63 - 1)
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
+    dwell_s: float = Field(ge=0.0, le=7 * 24 * 3600.0)
+    gender: GenderEstimate | None = None
+    age: AgeEstimate | None = None
+    direction: Direction | None = None
+    crops: int = Field(ge=0, le=10_000, description="Face crops the estimate combines.")
+    return_of: uuid.UUID | None = Field(
+        default=None,
+        description="Set when the device recognised this person as coming back within its "
+        "return window: the event_id of their previous visit. Unique visitors are the events "
+        "without it. Recognition uses a face embedding that never leaves the device.",
+    )
+    models: ModelVersions = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _times(self) -> PersonEvent:
+        # Whether the times are plausible at all is the receiver's call (TimeBounds, in
+        # parse_event); the model only checks that they are consistent.
+        if self.last_seen < self.first_seen:
+            raise ValueError("last_seen is before first_seen")
+        return self
