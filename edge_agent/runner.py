@@ -32,7 +32,8 @@ from edge_agent.device.metrics import AgentMetrics
 from edge_agent.device.status_board import StatusBoard
 from edge_agent.device.telemetry import CameraMeter, Telemetry
 from edge_agent.pipeline import CameraPipeline, load_models
-from edge_agent.tracking.returning_visitors import ReturnMatcher, load_embedder
+from edge_agent.tracking.returning_visitors import Embedder, ReturnMatcher
+from edge_agent.vision.model_files import ModelFiles
 
 log = structlog.get_logger(__name__)
 
@@ -142,7 +143,7 @@ def run_cameras(
     live = live or LiveSettings(config)
     meters = meters or [CameraMeter(c.id) for c in config.cameras]
     models = load_models(config)
-    models = dataclasses.replace(models, embedder=load_embedder(config, models.files))
+    models = dataclasses.replace(models, embedder=_load_embedder(config, models.files))
     if board is not None:
         board.set_models(models.versions)
     returns = ReturnMatcher(config.returns) if config.returns.enabled else None
@@ -255,3 +256,12 @@ def run_agent(
     left = publisher.close()
     log.info("agent_stopped", events=sent, unacknowledged=left)
     return sent
+
+
+def _load_embedder(config: AgentConfig, files: ModelFiles) -> Embedder | None:
+    """The face-embedding network when returns are on, else ``None`` (nothing loaded)."""
+    if not config.returns.enabled:
+        return None
+    from edge_agent.vision.embedding import FaceEmbedder  # onnxruntime: loaded only when used
+
+    return FaceEmbedder.from_model_files(files, config.returns.model, config.detector.threads)

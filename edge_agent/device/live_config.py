@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from edge_agent.config import AgentConfig
 from edge_agent.contract import DesiredConfig
 
-if TYPE_CHECKING:  # the vision stack is not needed to hold settings
-    from edge_agent.pipeline import CameraPipeline
+
+class TakesSettings(Protocol):
+    """A camera's pipeline, as far as live settings reach it (no vision import here)."""
+
+    def apply_settings(self, config: AgentConfig) -> None: ...
+
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
 
@@ -74,7 +78,7 @@ class LiveSettings:
         with self._lock:
             self.error = reason[:1024] or "invalid config"
 
-    def apply_to(self, pipeline: CameraPipeline) -> int:
+    def apply_to(self, pipeline: TakesSettings) -> int:
         """Copy the live settings into one camera's pipeline (call between frames, in
         the thread detecting for that camera); returns the version applied."""
         with self._lock:

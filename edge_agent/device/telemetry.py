@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import structlog
@@ -36,9 +36,18 @@ from edge_agent.timing import StageTimes
 
 if TYPE_CHECKING:
     from edge_agent.delivery.publisher import MqttPublisher
-    from edge_agent.pipeline import CameraPipeline
 
 log = structlog.get_logger(__name__)
+
+
+class PipelineCounts(Protocol):
+    """What health reads from a camera's pipeline (kept to data, so device operations do
+    not depend on the vision stages)."""
+
+    rejected_tracks: int
+
+    def in_view(self) -> int: ...
+
 
 THERMAL = Path("/sys/class/thermal")
 
@@ -63,7 +72,7 @@ class CameraMeter:
         self.returns = 0  # of which recognised as a person coming back
         self.source_errors: Counter[str] = Counter()  # reason -> failures of the source
         self.times = WindowTimes()
-        self.pipeline: CameraPipeline | None = None
+        self.pipeline: PipelineCounts | None = None
         # Stage samples drained but not yet in a health message, and who else sees them
         # (the Prometheus histograms); only reporter threads take this lock.
         self.observer: Callable[[str, Mapping[str, list[float]]], None] | None = None
@@ -83,7 +92,7 @@ class CameraMeter:
         """The source reopened: its frame indices start again."""
         self._last_index = -1
 
-    def attach(self, pipeline: CameraPipeline) -> None:
+    def attach(self, pipeline: PipelineCounts) -> None:
         """A new pipeline for this camera (the source (re)started)."""
         if self.pipeline is not None:
             self._rejected_before += self.pipeline.rejected_tracks

@@ -20,8 +20,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.config import AgentConfig, ReturnsConfig
-from edge_agent.vision.model_files import ModelFiles
+from edge_agent.config import ReturnsConfig
 
 
 class Embedder(Protocol):
@@ -89,12 +88,3 @@ class ReturnMatcher:
                 self._people.remove(previous)
             self.returns += 1
         self._people.append(Departure(embedding, camera_id, left_at, event_id))
-
-
-def load_embedder(config: AgentConfig, files: ModelFiles) -> Embedder | None:
-    """The face-embedding network when returns are on, else ``None`` (nothing loaded)."""
-    if not config.returns.enabled:
-        return None
-    from edge_agent.vision.embedding import FaceEmbedder  # onnxruntime: loaded only when used
-
-    return FaceEmbedder.from_model_files(files, config.returns.model, config.detector.threads)
