@@ -18,7 +18,7 @@ above 80 count as 80, the oldest age class (dlib's classes, and so every event's
 end there), so MAE here is also on clipped ages.
 
 Usage: ``python bench/calibration.py [--cache DIR]``; prints the tables and the
-``CALIBRATION`` entries for edge_agent/vision/estimator.py.
+``CALIBRATION`` entries for edge_agent/vision/calibration.py.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def main() -> None:
         )
         fitted[model_set] = Calibration(fitted[model_set].gender_temperature, full)
 
-    print("\nshipped (edge_agent/vision/estimator.py CALIBRATION) on each set's default variants:")
+    print("\nshipped (edge_agent/vision/calibration.py CALIBRATION) on each set's default variants:")
     for model_set in sets:
         cal = CALIBRATION[model_set]
         u, v = set_points(utk, model_set, class_ages), set_points(lfw, model_set, class_ages)
