@@ -11,10 +11,10 @@ port with ``max_queued_messages 0`` (what docs/hub.md asks for: the machine's Mo
 keeps its default of 1,000 queued messages per client and would drop a backlog) and no
 persistence; ``--broker system`` uses 127.0.0.1:1883 instead.
 
-Events come from the fleet simulator (``cloud_hub.tools.simulate.Fleet``: 500 devices x 4
-cameras), serialized once before timing. Per batch size:
+Events come from the fleet simulator (``cloud_hub.tools.simulated_fleet.Fleet``: 500
+devices x 4 cameras), serialized once before timing. Per batch size:
 
-- **raw**: ``storage.store_batch`` (the hub's own ``INSERT ... SELECT FROM unnest``) straight
+- **raw**: ``event_writes.store_batch`` (the hub's own ``INSERT ... SELECT FROM unnest``) straight
   to PostgreSQL, one batch after another on one connection: the write ceiling.
 - **hub, live**: one ``cloud-hub serve`` process; ``--publishers`` processes publish every
   event as fast as a window of 2,000 unacknowledged QoS 1 messages each allows.
@@ -69,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cloud_hub.settings import HubSettings
 from cloud_hub.storage.db import prepare_database
 from cloud_hub.storage.event_writes import store_batch
-from cloud_hub.tools.simulate import Fleet
+from cloud_hub.tools.simulated_fleet import Fleet
 from edge_agent.contract import EventTopic, PersonEvent
 from edge_agent.logs import configure_logging
 
@@ -137,6 +137,17 @@ async def _sql(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 def _count(url: str) -> int:
     return int(_run(_sql(url, "SELECT count(*) FROM person_events"))[0][0])
+
+
+def _wait_stored(url: str, expected: int, poll_s: float) -> int:
+    """Events stored once all ``expected`` are in, or once the count stood still 10 s."""
+    stored, changed = 0, time.monotonic()
+    while stored < expected and time.monotonic() - changed < 10:
+        time.sleep(poll_s)
+        now = _count(url)
+        if now != stored:
+            stored, changed = now, time.monotonic()
+    return stored
 
 
 # --- the broker -----------------------------------------------------------------------
@@ -417,12 +428,7 @@ def measure_hub(
             times, result.publisher_rate = publish_all(
                 broker.port, args.protocol, messages, args.publishers, rate
             )
-        stored, changed = 0, time.monotonic()
-        while stored < len(events) and time.monotonic() - changed < 10:
-            time.sleep(0.1)
-            now = _count(url)
-            if now != stored:
-                stored, changed = now, time.monotonic()
+        stored = _wait_stored(url, len(events), 0.1)
         result.hub_cpu_s = _cpu_s(hub.pid) - cpu0
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -582,12 +588,7 @@ def measure_orm(args: argparse.Namespace, broker: Broker, events: list[PersonEve
             for e in events
         ]
         times, result.publisher_rate = publish_all(broker.port, args.protocol, messages, 1)
-        stored, changed = 0, time.monotonic()
-        while stored < len(events) and time.monotonic() - changed < 10:
-            time.sleep(0.2)
-            now = _count(url)
-            if now != stored:
-                stored, changed = now, time.monotonic()
+        stored = _wait_stored(url, len(events), 0.2)
         time.sleep(0.3)
         result.stored = stored
         lat, last_commit, gap = _latencies(url, events, times, listener.commits)

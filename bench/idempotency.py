@@ -31,41 +31,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cloud_hub.settings import HubSettings
 from cloud_hub.storage.db import open_pool, prepare_database
-from cloud_hub.storage.event_writes import _INSERT_EVENTS, _columns, store_batch
-from cloud_hub.tools.simulate import Fleet
+from cloud_hub.storage.event_writes import (
+    COUNT_NEW_PER_DEVICE,
+    EVENT_ARRAYS,
+    EVENT_FIELDS,
+    INSERT_EVENT_ROWS,
+    _columns,
+    store_batch,
+)
+from cloud_hub.tools.simulated_fleet import Fleet
 from edge_agent.contract import PersonEvent
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-# The statement before migration 008, verbatim but for the claim.
-_OLD_INSERT = """
+# The statement before migration 008: the hub's own but for the claim.
+_OLD_INSERT = f"""
 WITH new AS (
-    INSERT INTO person_events (
-        event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
-        gender, gender_confidence, age, age_low, age_high, age_confidence,
-        direction, crops, models, return_of)
-    SELECT e.event_id, e.device_id, e.camera_id, e.track_id, e.first_seen, e.last_seen,
-           e.dwell_s, e.gender, e.gender_confidence, e.age, e.age_low, e.age_high,
-           e.age_confidence, e.direction, e.crops, e.models::jsonb, e.return_of
-    FROM unnest(
-        $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
-        $7::real[], $8::text[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[],
-        $14::text[], $15::integer[], $16::text[], $17::uuid[]
-    ) AS e(event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
-           gender, gender_confidence, age, age_low, age_high, age_confidence,
-           direction, crops, models, return_of)
+    {INSERT_EVENT_ROWS}
+    FROM {EVENT_ARRAYS} AS e({EVENT_FIELDS})
     ON CONFLICT (event_id, last_seen) DO NOTHING
     RETURNING event_id, device_id, last_seen
-), seen AS (
-    INSERT INTO devices AS d (device_id, first_seen, last_seen, events)
-    SELECT device_id, min(last_seen), max(last_seen), count(*) FROM new GROUP BY device_id
-    ON CONFLICT (device_id) DO UPDATE SET
-        first_seen = least(d.first_seen, excluded.first_seen),
-        last_seen = greatest(d.last_seen, excluded.last_seen),
-        last_received_at = now(),
-        events = d.events + excluded.events
-)
-SELECT event_id FROM new
+), {COUNT_NEW_PER_DEVICE}
 """
 
 Write = Callable[[asyncpg.Pool, list[PersonEvent]], Awaitable[int]]
@@ -101,7 +87,6 @@ async def main(args: argparse.Namespace) -> None:
     if args.without_last_seen_index:
         await pools[0].execute("DROP INDEX event_ids_last_seen")
     fleet = Fleet(500, 4, seed=1, prefix="bench")
-    assert _INSERT_EVENTS  # the statement under test is the hub's own
     rates: dict[str, list[float]] = {
         "new": [],
         "old": [],

@@ -12,11 +12,15 @@ import structlog
 from cloud_hub import metrics
 from cloud_hub.ingest.consumer import MqttIngest
 from cloud_hub.live.cache import LiveCache
+from cloud_hub.retry import retry_with_backoff
 from cloud_hub.settings import HubSettings
 from cloud_hub.storage.db import open_pool, prepare_database
 from cloud_hub.storage.rollups import Maintainer
 
 log = structlog.get_logger(__name__)
+
+# A database that is still starting (compose, boot order) rather than one that is wrong.
+_NOT_UP_YET = (OSError, asyncpg.CannotConnectNowError, TimeoutError)
 
 
 class Hub:
@@ -85,16 +89,18 @@ class Hub:
     async def _prepare_database(self) -> list[str]:
         """Migrate, waiting for a database that starts after the hub (compose, boot order)."""
         deadline = time.monotonic() + self.settings.db_startup_wait_s
-        delay = 0.5
-        while True:
-            try:
-                return await prepare_database(self.settings.database_url, self.settings)
-            except (OSError, asyncpg.CannotConnectNowError, TimeoutError) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("database_unreachable", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.db_retry_max_s)
+
+        def worth_retrying(exc: Exception, delay: float) -> bool:
+            if not isinstance(exc, _NOT_UP_YET) or time.monotonic() + delay > deadline:
+                return False
+            log.warning("database_unreachable", error=str(exc), retry_in_s=delay)
+            return True
+
+        return await retry_with_backoff(
+            lambda: prepare_database(self.settings.database_url, self.settings),
+            worth_retrying,
+            self.settings.db_retry_max_s,
+        )
 
     async def stop(self) -> None:
         """Stop consuming first (unacked messages go back to the broker), then disconnect."""

@@ -7,7 +7,7 @@ newcomer needs no configuration; production overrides them through the environme
 from __future__ import annotations
 
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -227,12 +227,17 @@ class HubSettings(BaseSettings):
         return TimeBounds(earliest=self.earliest_event)
 
     @property
+    def rollup_late_window(self) -> timedelta | None:
+        """How late an event may arrive and still change the hour and day statistics;
+        None: no limit (``HUB_ROLLUP_LATE_DAYS=0``)."""
+        return timedelta(days=self.rollup_late_days) if self.rollup_late_days else None
+
+    @property
     def event_filter(self) -> str:
         """The topic filter the hub subscribes to, shared when a group is set."""
         from edge_agent.contract import events_subscription
 
-        plain = events_subscription(self.topic_root)
-        return f"$share/{self.share_group}/{plain}" if self.share_group else plain
+        return self._subscription(events_subscription(self.topic_root), shared=True)
 
     def _subscription(self, plain: str, shared: bool) -> str:
         return f"$share/{self.share_group}/{plain}" if shared and self.share_group else plain

@@ -594,3 +594,15 @@ def test_flat_event_row_has_every_field_in_order() -> None:
     assert [bare[k] for k in ("gender", "gender_confidence", "age", "age_low")] == [None] * 4
     assert csv_cell(None) == ""
     assert csv_cell({"b": "2", "a": "1"}) == '{"a":"1","b":"2"}'
+
+
+def test_parsers_take_a_topic_already_parsed() -> None:
+    """A receiver that sorted the message by its parsed topic passes the parts on."""
+    event = make_event("dev-7", "cam_2")
+    topic = topic_for(event)
+    assert parse_event(parse_topic(topic), event.model_dump_json().encode()) == event
+    with pytest.raises(ValueError, match="is not a events topic"):
+        parse_event(parse_topic(status_topic(ROOT, "dev-7")), event.model_dump_json().encode())
+    other = parse_topic(topic_for(make_event("dev-8", "cam_2")))
+    with pytest.raises(ValueError, match="does not match"):
+        parse_event(other, event.model_dump_json().encode())

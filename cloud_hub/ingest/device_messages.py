@@ -1,8 +1,9 @@
 """What devices publish besides events: status, health and occupancy.
 
-The contract (``edge_agent.contract``) validates each message; this module names the
-reason for a refusal (as ``cloud_hub.ingest.validation`` does for events) and writes a batch of
-accepted messages in one transaction:
+The contract (``edge_agent.contract``) validates each message and
+``cloud_hub.ingest.validation`` names the reason for a refusal (one classifier for events
+and these); this module holds what an accepted message becomes and writes a batch of
+them in one transaction:
 
 - ``device_status``: the newest status per device. A last will (``at`` null) only turns
   the device offline and keeps what it last said it runs; a status is ordered by ``at``,
@@ -24,20 +25,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from cloud_hub.ingest.validation import reason_for
-from cloud_hub.storage.event_writes import Rejected
-from edge_agent.contract import (
-    DEFAULT_TIME_BOUNDS,
-    Channel,
-    DeviceHealth,
-    DeviceStatus,
-    Occupancy,
-    TimeBounds,
-    parse_health,
-    parse_occupancy,
-    parse_status,
-    parse_topic,
-)
+from edge_agent.contract import DeviceHealth, DeviceStatus, Occupancy
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,51 +63,8 @@ class TelemetryBatch:
     health: list[HealthSample] = field(default_factory=list)
     occupancy: list[Occupancy] = field(default_factory=list)
 
-    def add(self, item: Telemetry) -> None:
-        """File one parsed message under its kind."""
-        if isinstance(item, StatusUpdate):
-            self.statuses.append(item)
-        elif isinstance(item, HealthSample):
-            self.health.append(item)
-        else:
-            self.occupancy.append(item)
-
     def __bool__(self) -> bool:
         return bool(self.statuses or self.health or self.occupancy)
-
-
-def channel_of(topic: str, root: str) -> Channel | None:
-    """The contract channel a topic belongs to, or None when it is not a contract topic."""
-    try:
-        return parse_topic(topic, root).channel
-    except ValueError:
-        return None
-
-
-def validate(
-    channel: Channel,
-    topic: str,
-    payload: bytes,
-    root: str,
-    received_at: datetime,
-    bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
-) -> Telemetry | Rejected:
-    """The message a status, health or occupancy topic carries, or why it was refused."""
-    try:
-        if channel is Channel.STATUS:
-            status = parse_status(topic, payload, root, bounds)
-            device_id = status.device_id if status else parse_topic(topic, root).device_id
-            return StatusUpdate(device_id, status, received_at)
-        if channel is Channel.HEALTH:
-            return HealthSample(parse_health(topic, payload, root, bounds), received_at)
-        if channel is Channel.OCCUPANCY:
-            return parse_occupancy(topic, payload, root, bounds)
-        raise ValueError(f"the hub does not take {channel.value} messages")
-    except ValueError as exc:
-        reason = reason_for(payload, lambda: channel_of(topic, root) is not None, exc)
-        # A status is retained: the broker hands the same bad one over at every start.
-        once = channel is Channel.STATUS
-        return Rejected(topic, reason, str(exc)[:1000], payload, once)
 
 
 _UPSERT_STATUS = """

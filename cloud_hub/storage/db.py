@@ -1,4 +1,5 @@
-"""Database lifecycle: create the database if missing, apply migrations, open the pool.
+"""Database lifecycle: create the database if missing, apply migrations, apply the storage
+settings, open the pool.
 
 Migrations are plain SQL files ``sql/NNN_name.sql`` applied in order, each in its own
 transaction, and recorded in ``schema_migrations`` so a restart applies only new ones.
@@ -6,12 +7,18 @@ A version can instead come as two variants, ``NNN_name.timescaledb.sql`` and
 ``NNN_name.plain.sql``: a database gets the one of its storage kind (:class:`Backend`),
 which is chosen once, when the first variant migration runs (``HUB_TIMESCALEDB``), and
 read back from the schema ever after.
+
+After the migrations, at every start, :func:`configure_storage` applies the ``HUB_*``
+storage settings: TimescaleDB's chunk width and its refresh, compression and retention
+policies, or the plain backend's partitions (``cloud_hub.storage.rollups`` keeps the
+statistics current from then on).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
@@ -193,17 +200,87 @@ async def migrate(
     return applied
 
 
+# --- storage settings (at every start, after migrations) ---------------------------------
+
+
+async def configure_storage(conn: asyncpg.Connection, settings: HubSettings) -> Backend | None:
+    """Apply the storage settings: TimescaleDB policies, or the plain backend's partitions."""
+    backend = await detect_backend(conn)
+    if backend is Backend.TIMESCALEDB:
+        # The migration lock: policies change with the schema.
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            async with conn.transaction():
+                await _configure_timescaledb(conn, settings)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    elif backend is Backend.PLAIN:
+        await ensure_partitions(conn, settings)
+    return backend
+
+
+async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> None:
+    await conn.execute(
+        "SELECT set_chunk_time_interval('person_events', $1::interval)",
+        timedelta(days=s.chunk_interval_days),
+    )
+    lag = timedelta(seconds=s.rollup_lag_s)
+    every = timedelta(seconds=s.rollup_refresh_s)
+    late = s.rollup_late_window
+    for view, start, end in (
+        ("stats_hourly", late, lag),
+        # A day is refreshed whole, including the one the late window starts in, and an
+        # hour after the hourly refresh could have finished its last hour.
+        ("stats_daily", late and late + timedelta(days=1), lag + timedelta(hours=1)),
+    ):
+        await conn.execute("SELECT remove_continuous_aggregate_policy($1, if_exists => true)", view)
+        await conn.execute(
+            """SELECT add_continuous_aggregate_policy($1, start_offset => $2::interval,
+                   end_offset => $3::interval, schedule_interval => $4::interval)""",
+            view,
+            start,
+            end,
+            every,
+        )
+    await conn.execute("SELECT remove_compression_policy('person_events', if_exists => true)")
+    if s.compress_after_days:
+        await conn.execute(
+            "SELECT add_compression_policy('person_events', compress_after => $1::interval)",
+            timedelta(days=s.compress_after_days),
+        )
+    for relation, keep in (
+        ("person_events", s.retention_days),
+        ("stats_hourly", s.rollup_retention_days),
+    ):
+        await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", relation)
+        if keep:
+            await conn.execute(
+                "SELECT add_retention_policy($1, drop_after => $2::interval)",
+                relation,
+                timedelta(days=keep),
+            )
+
+
+async def ensure_partitions(conn: asyncpg.Connection, s: HubSettings) -> int:
+    """Partitions from one width back to two widths ahead of now (plain backend)."""
+    made: int = await conn.fetchval(
+        """SELECT hub_ensure_partitions(now() - width, now() + 2 * width)
+           FROM person_events_partitioning"""
+    )
+    if made:
+        log.info("partitions_created", count=made)
+    return made
+
+
 async def prepare_database(url: str, settings: HubSettings | None = None) -> list[str]:
     """Create and migrate the database, then apply the storage settings (policies,
     partitions); what ``cloud-hub migrate`` and startup run."""
-    from cloud_hub.storage import rollups
-
     settings = settings or HubSettings()
     await ensure_database(url)
     conn = await asyncpg.connect(url)
     try:
         applied = await migrate(conn, settings)
-        await rollups.configure(conn, settings)
+        await configure_storage(conn, settings)
         return applied
     finally:
         await conn.close()

@@ -16,43 +16,28 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from dataclasses import dataclass
 
 import asyncpg
 
+from cloud_hub.ingest.validation import Rejected
 from edge_agent.contract import PersonEvent
 
-_INSERT_EVENTS = """
-WITH batch AS (
-    -- One row per id: the first of the batch (a batch may carry an id twice).
-    SELECT DISTINCT ON (e.event_id) e.*
-    FROM unnest(
+# Parts of the statement that bench/idempotency.py reuses for the one it replaced, so the
+# two differ by the claim alone. The arrays come in ``_columns`` order; ``INSERT_EVENT_ROWS``
+# selects from rows named ``e``.
+EVENT_ARRAYS = """unnest(
         $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
         $7::real[], $8::text[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[],
         $14::text[], $15::integer[], $16::text[], $17::uuid[]
-    ) WITH ORDINALITY AS e(event_id, device_id, camera_id, track_id, first_seen, last_seen,
+    )"""
+EVENT_FIELDS = """event_id, device_id, camera_id, track_id, first_seen, last_seen,
            dwell_s, gender, gender_confidence, age, age_low, age_high, age_confidence,
-           direction, crops, models, return_of, ord)
-    ORDER BY e.event_id, e.ord
-), claimed AS (
-    INSERT INTO event_ids (event_id, last_seen)
-    SELECT event_id, last_seen FROM batch
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
-), new AS (
-    INSERT INTO person_events (
-        event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
-        gender, gender_confidence, age, age_low, age_high, age_confidence,
-        direction, crops, models, return_of)
-    SELECT b.event_id, b.device_id, b.camera_id, b.track_id, b.first_seen, b.last_seen,
-           b.dwell_s, b.gender, b.gender_confidence, b.age, b.age_low, b.age_high,
-           b.age_confidence, b.direction, b.crops, b.models::jsonb, b.return_of
-    FROM batch b JOIN claimed USING (event_id)
-    -- A safety net only: an id whose claim was pruned (older than retention) while its
-    -- row still waits for its chunk to be dropped.
-    ON CONFLICT (event_id, last_seen) DO NOTHING
-    RETURNING event_id, device_id, last_seen
-), seen AS (
+           direction, crops, models, return_of"""
+INSERT_EVENT_ROWS = f"""INSERT INTO person_events ({EVENT_FIELDS})
+    SELECT e.event_id, e.device_id, e.camera_id, e.track_id, e.first_seen, e.last_seen,
+           e.dwell_s, e.gender, e.gender_confidence, e.age, e.age_low, e.age_high,
+           e.age_confidence, e.direction, e.crops, e.models::jsonb, e.return_of"""
+COUNT_NEW_PER_DEVICE = """seen AS (
     -- Devices count only events that were new, so redeliveries do not inflate them.
     INSERT INTO devices AS d (device_id, first_seen, last_seen, events)
     SELECT device_id, min(last_seen), max(last_seen), count(*) FROM new GROUP BY device_id
@@ -62,7 +47,27 @@ WITH batch AS (
         last_received_at = now(),
         events = d.events + excluded.events
 )
-SELECT event_id FROM new
+SELECT event_id FROM new"""
+
+_INSERT_EVENTS = f"""
+WITH batch AS (
+    -- One row per id: the first of the batch (a batch may carry an id twice).
+    SELECT DISTINCT ON (e.event_id) e.*
+    FROM {EVENT_ARRAYS} WITH ORDINALITY AS e({EVENT_FIELDS}, ord)
+    ORDER BY e.event_id, e.ord
+), claimed AS (
+    INSERT INTO event_ids (event_id, last_seen)
+    SELECT event_id, last_seen FROM batch
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), new AS (
+    {INSERT_EVENT_ROWS}
+    FROM batch e JOIN claimed USING (event_id)
+    -- A safety net only: an id whose claim was pruned (older than retention) while its
+    -- row still waits for its chunk to be dropped.
+    ON CONFLICT (event_id, last_seen) DO NOTHING
+    RETURNING event_id, device_id, last_seen
+), {COUNT_NEW_PER_DEVICE}
 """
 
 # A reject marked ``once`` is kept only if the same topic and payload are not kept
@@ -77,17 +82,6 @@ WHERE NOT (r.once AND EXISTS (SELECT 1 FROM rejected_messages k
 """
 
 REJECT_PAYLOAD_KEEP = 2048
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A message that failed validation, kept as a dead letter."""
-
-    topic: str
-    reason: str
-    detail: str
-    payload: bytes
-    once: bool = False  # keep one dead letter per topic and payload (retained messages)
 
 
 def _text(value: str) -> str:

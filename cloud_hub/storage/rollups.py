@@ -6,9 +6,9 @@ Both backends expose the same relations (``cloud_hub/storage/sql/004_storage.*.s
 above it. What differs is who materialises:
 
 - TimescaleDB: continuous aggregates with refresh, compression and retention policies
-  (:func:`configure` applies the ``HUB_*`` settings at every start). Its background
-  workers run them; where none run (PGlite, or ``HUB_ROLLUP_JOBS=hub``) the hub runs the
-  same jobs with ``CALL run_job``.
+  (``cloud_hub.storage.db.configure_storage`` applies the ``HUB_*`` settings at every
+  start). Its background workers run them; where none run (PGlite, or
+  ``HUB_ROLLUP_JOBS=hub``) the hub runs the same jobs with ``CALL run_job``.
 - Plain PostgreSQL: the hub (:func:`maintain`, every ``HUB_ROLLUP_REFRESH_S``) creates
   partitions ahead, drops expired ones, re-aggregates the hours late events changed
   (logged by a statement trigger) and materialises hours that ended
@@ -30,12 +30,11 @@ import structlog
 
 from cloud_hub import metrics
 from cloud_hub.settings import HubSettings
-from cloud_hub.storage.db import Backend, detect_backend
+from cloud_hub.storage.db import Backend, detect_backend, ensure_partitions
 
 log = structlog.get_logger(__name__)
 
 _LOCK_KEY = 0x4855_4231  # one maintenance round at a time per database
-_CONFIGURE_LOCK_KEY = 0x4855_4230  # the migration lock: policies change with the schema
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
@@ -45,10 +44,13 @@ _DIMENSIONS = """device_id, camera_id, coalesce(gender, 'unknown'), age_band,
                  coalesce(direction, 'none')"""
 _SUMS = "sum(events), sum(visitors), sum(age_sum), sum(age_n), sum(dwell_sum)"
 _ROLLUP_DIMENSIONS = "device_id, camera_id, gender, age_band, direction"
-
-
-def _days(n: int) -> timedelta | None:
-    return timedelta(days=n) if n else None
+# What a watermark's advance materialises: hours from raw events, days from those hours.
+_HOURS_FROM_EVENTS = f"""SELECT date_trunc('hour', last_seen, 'UTC'), {_DIMENSIONS}, {_MEASURES}
+    FROM person_events WHERE last_seen >= $1 AND last_seen < $2
+    GROUP BY 1, 2, 3, 4, 5, 6"""
+_DAYS_FROM_HOURS = f"""SELECT date_trunc('day', bucket, 'UTC'), {_ROLLUP_DIMENSIONS}, {_SUMS}
+    FROM stats_hourly_rollup WHERE bucket >= $1 AND bucket < $2
+    GROUP BY 1, 2, 3, 4, 5, 6"""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -64,77 +66,6 @@ def floor_hour(moment: datetime) -> datetime:
 def floor_day(moment: datetime) -> datetime:
     """The start of the UTC day ``moment`` falls in."""
     return floor_hour(moment).replace(hour=0)
-
-
-# --- configuration (at start, after migrations) -----------------------------------------
-
-
-async def configure(conn: asyncpg.Connection, settings: HubSettings) -> Backend | None:
-    """Apply the storage settings: TimescaleDB policies, or the plain backend's partitions."""
-    backend = await detect_backend(conn)
-    if backend is Backend.TIMESCALEDB:
-        await conn.execute("SELECT pg_advisory_lock($1)", _CONFIGURE_LOCK_KEY)
-        try:
-            async with conn.transaction():
-                await _configure_timescaledb(conn, settings)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _CONFIGURE_LOCK_KEY)
-    elif backend is Backend.PLAIN:
-        await _ensure_partitions(conn, settings)
-    return backend
-
-
-async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> None:
-    await conn.execute(
-        "SELECT set_chunk_time_interval('person_events', $1::interval)",
-        timedelta(days=s.chunk_interval_days),
-    )
-    lag = timedelta(seconds=s.rollup_lag_s)
-    every = timedelta(seconds=s.rollup_refresh_s)
-    late = _days(s.rollup_late_days)
-    for view, start, end in (
-        ("stats_hourly", late, lag),
-        # A day is refreshed whole, including the one the late window starts in, and an
-        # hour after the hourly refresh could have finished its last hour.
-        ("stats_daily", late and late + _DAY, lag + _HOUR),
-    ):
-        await conn.execute("SELECT remove_continuous_aggregate_policy($1, if_exists => true)", view)
-        await conn.execute(
-            """SELECT add_continuous_aggregate_policy($1, start_offset => $2::interval,
-                   end_offset => $3::interval, schedule_interval => $4::interval)""",
-            view,
-            start,
-            end,
-            every,
-        )
-    await conn.execute("SELECT remove_compression_policy('person_events', if_exists => true)")
-    if s.compress_after_days:
-        await conn.execute(
-            "SELECT add_compression_policy('person_events', compress_after => $1::interval)",
-            timedelta(days=s.compress_after_days),
-        )
-    for relation, keep in (
-        ("person_events", s.retention_days),
-        ("stats_hourly", s.rollup_retention_days),
-    ):
-        await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", relation)
-        if keep:
-            await conn.execute(
-                "SELECT add_retention_policy($1, drop_after => $2::interval)",
-                relation,
-                timedelta(days=keep),
-            )
-
-
-async def _ensure_partitions(conn: asyncpg.Connection, s: HubSettings) -> int:
-    """Partitions from one width back to two widths ahead of now (plain backend)."""
-    made: int = await conn.fetchval(
-        """SELECT hub_ensure_partitions(now() - width, now() + 2 * width)
-           FROM person_events_partitioning"""
-    )
-    if made:
-        log.info("partitions_created", count=made)
-    return made
 
 
 # --- one maintenance round ----------------------------------------------------------------
@@ -238,7 +169,7 @@ async def _maintain_plain(conn: asyncpg.Connection, s: HubSettings) -> None:
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY):
             return
-        await _ensure_partitions(conn, s)
+        await ensure_partitions(conn, s)
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY):
             return
@@ -279,7 +210,7 @@ async def _refresh_plain(conn: asyncpg.Connection, s: HubSettings) -> None:
     # committed later stays for the next round, and every entry taken here was committed
     # before the statements below take their snapshots, so they see its rows.
     changed = await conn.fetch("DELETE FROM rollup_invalidations RETURNING device_id, low, high")
-    late = _days(s.rollup_late_days)
+    late = s.rollup_late_window
     horizon = now - late if late else None
     hours = _late_hours(changed, max(horizon or s.earliest_event, s.earliest_event), hourly_mark)
     if hours:
@@ -297,32 +228,19 @@ async def _refresh_plain(conn: asyncpg.Connection, s: HubSettings) -> None:
 
     # 2. Materialise the hours and days that ended at least the lag ago.
     settled = now - timedelta(seconds=s.rollup_lag_s)
-    new_hourly = floor_hour(settled)
-    if new_hourly > hourly_mark:
-        await conn.execute(
-            f"""INSERT INTO stats_hourly_rollup
-                SELECT date_trunc('hour', last_seen, 'UTC'), {_DIMENSIONS}, {_MEASURES}
-                FROM person_events WHERE last_seen >= $1 AND last_seen < $2
-                GROUP BY 1, 2, 3, 4, 5, 6""",
-            hourly_mark,
-            new_hourly,
-        )
-        await conn.execute(
-            "UPDATE rollup_watermarks SET watermark = $1 WHERE name = 'stats_hourly'", new_hourly
-        )
-    new_daily = floor_day(settled)
-    if new_daily > daily_mark:
-        await conn.execute(
-            f"""INSERT INTO stats_daily_rollup
-                SELECT date_trunc('day', bucket, 'UTC'), {_ROLLUP_DIMENSIONS}, {_SUMS}
-                FROM stats_hourly_rollup WHERE bucket >= $1 AND bucket < $2
-                GROUP BY 1, 2, 3, 4, 5, 6""",
-            daily_mark,
-            new_daily,
-        )
-        await conn.execute(
-            "UPDATE rollup_watermarks SET watermark = $1 WHERE name = 'stats_daily'", new_daily
-        )
+    await _materialise(conn, "stats_hourly", _HOURS_FROM_EVENTS, hourly_mark, floor_hour(settled))
+    await _materialise(conn, "stats_daily", _DAYS_FROM_HOURS, daily_mark, floor_day(settled))
+
+
+async def _materialise(
+    conn: asyncpg.Connection, view: str, rows: str, mark: datetime, until: datetime
+) -> None:
+    """Materialise the buckets from the view's watermark ``mark`` up to ``until`` into its
+    rollup table (``rows`` selects the buckets in ``[$1, $2)``), then move the watermark."""
+    if until <= mark:
+        return
+    await conn.execute(f"INSERT INTO {view}_rollup {rows}", mark, until)
+    await conn.execute("UPDATE rollup_watermarks SET watermark = $1 WHERE name = $2", until, view)
 
 
 def _late_hours(

@@ -3,6 +3,10 @@
 Every parser raises ``ValueError`` with the reason (pydantic's ``ValidationError`` and
 :class:`~edge_agent.contract.times.EventTimeError` are ones), and checks that the device
 (and camera) in the payload are the topic's: a device must not speak for another.
+
+Each takes the topic as received (a string) or already parsed (a :class:`DeviceTopic`
+from :func:`parse_topic`): a receiver that sorts messages by channel parses each topic
+once and passes the parts on.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def _same_device(
 
 
 def parse_event(
-    topic: str,
+    topic: str | DeviceTopic,
     payload: bytes,
     root: str = DEFAULT_TOPIC_ROOT,
     bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
@@ -57,7 +61,7 @@ def parse_event(
     its times are within ``bounds`` (:class:`EventTimeError` when not).
     """
     _check_size(payload)
-    where = parse_event_topic(topic, root)
+    where = parse_event_topic(topic, root) if isinstance(topic, str) else _on(Channel.EVENTS, topic)
     event = PersonEvent.model_validate_json(payload)
     _same_device(where, event.device_id, event.camera_id)
     now = datetime.now(UTC)
@@ -67,16 +71,19 @@ def parse_event(
 
 
 def _parse_device_message(
-    channel: Channel, model: type[_M], topic: str, payload: bytes, root: str
+    channel: Channel, model: type[_M], topic: str | DeviceTopic, payload: bytes, root: str
 ) -> tuple[DeviceTopic, _M]:
     _check_size(payload)
     return _channel_topic(channel, topic, root), model.model_validate_json(payload)
 
 
-def _channel_topic(channel: Channel, topic: str, root: str) -> DeviceTopic:
-    where = parse_topic(topic, root)
+def _channel_topic(channel: Channel, topic: str | DeviceTopic, root: str) -> DeviceTopic:
+    return _on(channel, parse_topic(topic, root) if isinstance(topic, str) else topic)
+
+
+def _on(channel: Channel, where: DeviceTopic) -> DeviceTopic:
     if where.channel is not channel:
-        raise ValueError(f"topic {topic[:120]!r} is not a {channel.value} topic")
+        raise ValueError(f"topic {str(where)[:120]!r} is not a {channel.value} topic")
     return where
 
 
@@ -87,7 +94,7 @@ _Report = TypeVar("_Report", DeviceStatus, DeviceHealth, Occupancy)
 def _parse_report(
     channel: Channel,
     model: type[_Report],
-    topic: str,
+    topic: str | DeviceTopic,
     payload: bytes,
     root: str,
     bounds: TimeBounds,
@@ -100,7 +107,7 @@ def _parse_report(
 
 
 def parse_status(
-    topic: str,
+    topic: str | DeviceTopic,
     payload: bytes,
     root: str = DEFAULT_TOPIC_ROOT,
     bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
@@ -113,7 +120,7 @@ def parse_status(
 
 
 def parse_health(
-    topic: str,
+    topic: str | DeviceTopic,
     payload: bytes,
     root: str = DEFAULT_TOPIC_ROOT,
     bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
@@ -123,7 +130,7 @@ def parse_health(
 
 
 def parse_occupancy(
-    topic: str,
+    topic: str | DeviceTopic,
     payload: bytes,
     root: str = DEFAULT_TOPIC_ROOT,
     bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
@@ -134,7 +141,7 @@ def parse_occupancy(
 
 
 def parse_desired_config(
-    topic: str, payload: bytes, root: str = DEFAULT_TOPIC_ROOT
+    topic: str | DeviceTopic, payload: bytes, root: str = DEFAULT_TOPIC_ROOT
 ) -> DesiredConfig | None:
     """Validate a desired config; ``None`` for an empty payload (the retained one cleared:
     the device goes back to its file's settings)."""

@@ -158,7 +158,7 @@ def test_age_bands_at_their_boundaries(storage: StorageDb, hub_factory: HubFacto
     assert Counter(dict(AGES).values()) == Counter(PER_BAND)  # the two tables agree
 
 
-DASHBOARD_JS = Path(__file__).resolve().parents[2] / "cloud_hub" / "static" / "dashboard.js"
+DASHBOARD_JS = Path(__file__).resolve().parents[2] / "cloud_hub" / "api" / "static" / "dashboard.js"
 
 
 def test_dashboard_age_band_at_the_boundaries() -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_hub.tools.simulate import SimConfig, Simulator, backfill_times
+from cloud_hub.tools.simulate import SimConfig, Simulator
+from cloud_hub.tools.simulated_fleet import backfill_times
 from edge_agent.contract import PersonEvent, status_topic
 from tests.conftest import MQTT_HOST, MQTT_PORT, HubFactory, RunningHub, wait_until
 

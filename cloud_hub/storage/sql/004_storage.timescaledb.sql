@@ -1,6 +1,6 @@
 -- TimescaleDB storage: person_events becomes a hypertable on last_seen, with continuous
 -- aggregates per hour and per day. Policies (refresh, compression, retention) follow the
--- HUB_* settings and are (re)applied at every start by cloud_hub.storage.rollups.configure.
+-- HUB_* settings and are (re)applied at every start by cloud_hub.storage.db.configure_storage.
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 
 -- A hypertable's unique keys must contain its time column. A redelivered event carries
