@@ -1,7 +1,7 @@
 """Streamed exports: events as CSV, a JSON array or NDJSON, one database batch at a time.
 
 The response body is produced while it is sent: each batch is one short keyset query
-(``queries.event_batches``), formatted and handed to the server, so memory holds one
+(``queries.events.event_batches``), formatted and handed to the server, so memory holds one
 batch whatever the range, and no database connection or transaction stays open while a
 slow client reads. If the database fails midway the connection is closed before the
 final chunk, so the client sees an incomplete (chunked) response, never a short file
@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from cloud_hub.api.schemas import ExportFormat
-from cloud_hub.queries import EVENT_COLUMNS, EventFilter, event_batches
+from cloud_hub.queries.events import EVENT_COLUMNS, EventFilter, event_batches
 
 MEDIA_TYPES: dict[str, str] = {
     "csv": "text/csv; charset=utf-8",

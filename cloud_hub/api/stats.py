@@ -1,0 +1,53 @@
+"""``/v1/stats``: people counted per bucket and in total, by dimension and group."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, HTTPException, Response
+
+from cloud_hub.api.auth import RequireRead
+from cloud_hub.api.deps import Pool, Settings
+from cloud_hub.api.params import Dimensions, StatsGroups, StatsWindow
+from cloud_hub.api.responses import READ, TOO_BIG, json_answer
+from cloud_hub.api.schemas import StatsResponse
+from cloud_hub.queries.stats_answer import stats
+
+router = APIRouter(dependencies=[RequireRead], responses=READ)
+
+
+@router.get("/v1/stats", response_model=StatsResponse, responses=TOO_BIG, tags=["stats"])
+async def get_stats(
+    pool: Pool,
+    settings: Settings,
+    window: StatsWindow,
+    where: Dimensions,
+    group_by: StatsGroups,
+) -> Response:
+    """People counted per bucket (minute to month) and in total: by gender, age band and
+    direction, first visits against returns, average age and dwell. Range ``[start,
+    end)`` by each event's ``last_seen``, default the last 24 hours; empty buckets are
+    included with zeros."""
+    start, end = window.range()
+    try:
+        totals, buckets = await stats(
+            pool,
+            start,
+            end,
+            window.bucket,
+            where=where,
+            group_by=group_by,
+            max_pairs=settings.stats_max_pairs,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    answer = StatsResponse(
+        start=start,
+        end=end,
+        bucket=window.bucket,
+        **asdict(where),
+        group_by=group_by,
+        totals=totals,
+        buckets=buckets,
+    )
+    return await json_answer(answer)
