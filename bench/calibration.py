@@ -220,7 +220,7 @@ def main() -> None:
         )
         fitted[model_set] = Calibration(fitted[model_set].gender_temperature, full)
 
-    print("\nshipped (edge_agent/vision/calibration.py CALIBRATION) on each set's default variants:")
+    print("\nshipped (edge_agent/vision/calibration.py) on each set's default variants:")
     for model_set in sets:
         cal = CALIBRATION[model_set]
         u, v = set_points(utk, model_set, class_ages), set_points(lfw, model_set, class_ages)

@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cloud_hub.live.cache import LiveCache
-from cloud_hub.tools.simulate import Fleet
+from cloud_hub.tools.simulated_fleet import Fleet
 from edge_agent.contract import PersonEvent
 
 

@@ -9,8 +9,8 @@ from cloud_hub.api.auth import RequireAdmin, RequireRead
 from cloud_hub.api.deps import Cache, Pool
 from cloud_hub.api.params import Limit, OptionalId, Site
 from cloud_hub.api.responses import BAD_BODY, CACHE_OFF, NOT_FOUND, READ
-from cloud_hub.api.schemas import Camera, CameraCreate, CameraUpdate, RecentEvents
 from cloud_hub.queries.cameras import cameras
+from cloud_hub.schemas import Camera, CameraCreate, CameraUpdate, RecentEvents
 from cloud_hub.storage import cameras as registry
 from edge_agent.contract import IdString
 
@@ -34,10 +34,9 @@ async def get_cameras(pool: Pool, site: Site = None, device_id: OptionalId = Non
 )
 async def post_camera(pool: Pool, camera: CameraCreate) -> Camera:
     """Register a camera (admin)."""
-    created = await registry.create_camera(pool, camera)
-    if created is None:
+    if not await registry.create_camera(pool, camera):
         raise HTTPException(409, "camera registered already; PATCH it")
-    return created
+    return await _registered(pool, camera.device_id, camera.camera_id)
 
 
 @router.get(
@@ -65,10 +64,9 @@ async def patch_camera(
     pool: Pool, device_id: IdString, camera_id: IdString, update: CameraUpdate
 ) -> Camera:
     """Change a camera's fields (admin): those sent; null clears one."""
-    changed = await registry.update_camera(pool, device_id, camera_id, update)
-    if changed is None:
+    if not await registry.update_camera(pool, device_id, camera_id, update):
         raise HTTPException(404, "camera not registered")
-    return changed
+    return await _registered(pool, device_id, camera_id)
 
 
 @router.delete(
@@ -98,3 +96,8 @@ async def get_recent(
     if events is None:
         raise HTTPException(503, CACHE_OFF)
     return RecentEvents(device_id=device_id, camera_id=camera_id, events=events)
+
+
+async def _registered(pool: Pool, device_id: str, camera_id: str) -> Camera:
+    """The camera as the read path shows it, right after a write."""
+    return (await cameras(pool, device_id=device_id, camera_id=camera_id))[0]

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from cloud_hub.api.auth import RequireRead
 from cloud_hub.api.deps import Pool
 from cloud_hub.api.responses import NOT_FOUND, READ
-from cloud_hub.api.schemas import Device
 from cloud_hub.queries.devices import devices
+from cloud_hub.schemas import Device
 from edge_agent.contract import DeviceState, IdString
 
 router = APIRouter(dependencies=[RequireRead], responses=READ)

@@ -14,8 +14,8 @@ from cloud_hub.api.deps import Pool, Settings
 from cloud_hub.api.export import MEDIA_TYPES, stream_events
 from cloud_hub.api.params import EventQ, Limit, time_range
 from cloud_hub.api.responses import BAD_QUERY, READ
-from cloud_hub.api.schemas import EventsPage, ExportFormat
 from cloud_hub.queries.events import events_page
+from cloud_hub.schemas import EventsPage, ExportFormat
 
 router = APIRouter(dependencies=[RequireRead], responses=READ)
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from cloud_hub.api.schemas import ExportFormat
 from cloud_hub.queries.events import EVENT_COLUMNS, EventFilter, event_batches
+from cloud_hub.schemas import ExportFormat
+from edge_agent.contract import csv_cell
 
 MEDIA_TYPES: dict[str, str] = {
     "csv": "text/csv; charset=utf-8",
@@ -43,12 +44,6 @@ def _row(record: asyncpg.Record) -> dict[str, Any]:
     return {name: row[name] for name in EVENT_COLUMNS}
 
 
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return "" if value is None else value
-
-
 async def stream_events(
     pool: asyncpg.Pool, where: EventFilter, fmt: ExportFormat, batch_rows: int
 ) -> AsyncIterator[bytes]:
@@ -66,7 +61,7 @@ async def stream_events(
         if fmt == "csv":
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerows([_csv_cell(row[name]) for name in EVENT_COLUMNS] for row in rows)
+            writer.writerows([csv_cell(row[name]) for name in EVENT_COLUMNS] for row in rows)
             yield buffer.getvalue().encode()
         elif fmt == "ndjson":
             yield "".join(json.dumps(row) + "\n" for row in rows).encode()

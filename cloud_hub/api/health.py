@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud_hub.api.deps import HubDep
 from cloud_hub.api.responses import AUTH
-from cloud_hub.api.schemas import Health
+from cloud_hub.schemas import Health
 
 router = APIRouter()
 metrics_router = APIRouter()

@@ -14,9 +14,9 @@ from cloud_hub.api.auth import LIVE_COOKIE, RequireLive, RequireRead
 from cloud_hub.api.deps import Cache, Pool, ReadKey, Tokens
 from cloud_hub.api.params import CameraScope, LiveKinds, ResumeAfter
 from cloud_hub.api.responses import AUTH, CACHE_OFF, READ
-from cloud_hub.api.schemas import LiveToken
 from cloud_hub.live.cache import LiveCache, Subscription, stream_id_key
 from cloud_hub.queries.cameras import cameras
+from cloud_hub.schemas import LiveToken
 
 _HEARTBEAT_S = 15.0
 

@@ -18,7 +18,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query
 
-from cloud_hub.api.schemas import (
+from cloud_hub.live.cache import LIVE_KINDS, LiveKind
+from cloud_hub.queries.buckets import EARLIEST, LATEST, check_range
+from cloud_hub.queries.events import EventFilter
+from cloud_hub.queries.filters import StatsFilter
+from cloud_hub.schemas import (
     AgeBand,
     Bucket,
     DirectionValue,
@@ -26,10 +30,6 @@ from cloud_hub.api.schemas import (
     GroupBy,
     OccupancyGroupBy,
 )
-from cloud_hub.live.cache import LIVE_KINDS, LiveKind
-from cloud_hub.queries.buckets import EARLIEST, LATEST, check_range
-from cloud_hub.queries.events import EventFilter
-from cloud_hub.queries.filters import StatsFilter
 from edge_agent.contract import IdString
 
 OptionalId = Annotated[IdString | None, Query()]

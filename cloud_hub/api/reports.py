@@ -9,9 +9,9 @@ from cloud_hub.api.auth import RequireRead
 from cloud_hub.api.deps import Cache, Pool, Settings
 from cloud_hub.api.params import CameraScope, OccupancyGroups, OccupancyWindow, ReportDay
 from cloud_hub.api.responses import READ, TOO_BIG, json_answer
-from cloud_hub.api.schemas import CurrentOccupancyResponse, DailyReport, OccupancyResponse
 from cloud_hub.queries.occupancy import current_occupancy_db, occupancy, with_camera_names
 from cloud_hub.queries.reports import daily_stats, day_range
+from cloud_hub.schemas import CurrentOccupancyResponse, DailyReport, OccupancyResponse
 
 router = APIRouter(dependencies=[RequireRead], responses=READ)
 

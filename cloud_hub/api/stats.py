@@ -10,8 +10,8 @@ from cloud_hub.api.auth import RequireRead
 from cloud_hub.api.deps import Pool, Settings
 from cloud_hub.api.params import Dimensions, StatsGroups, StatsWindow
 from cloud_hub.api.responses import READ, TOO_BIG, json_answer
-from cloud_hub.api.schemas import StatsResponse
 from cloud_hub.queries.stats_answer import stats
+from cloud_hub.schemas import StatsResponse
 
 router = APIRouter(dependencies=[RequireRead], responses=READ)
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from cloud_hub.ingest.device_messages import TelemetryBatch
-from cloud_hub.ingest.validation import Rejected
+from cloud_hub.received import Rejected, TelemetryBatch
 from edge_agent.contract import PersonEvent
 
 

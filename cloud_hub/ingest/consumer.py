@@ -34,11 +34,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_hub import metrics
 from cloud_hub.ingest.batch import PreparedBatch, Received
-from cloud_hub.ingest.device_messages import HealthSample, StatusUpdate
 from cloud_hub.ingest.mqtt_client import Publish, StockClient, client_class
-from cloud_hub.ingest.validation import REASONS, MessageValidator, Rejected
+from cloud_hub.ingest.validation import REASONS, MessageValidator
 from cloud_hub.ingest.writer import BatchWriter
 from cloud_hub.live.cache import LiveCache
+from cloud_hub.received import HealthSample, Rejected, StatusUpdate
 from cloud_hub.settings import HubSettings
 from edge_agent.contract import Occupancy, PersonEvent
 from edge_agent.contract.broker_tls import apply_credentials

@@ -12,13 +12,12 @@ status, and tells the classifier whether the topic was what was wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 from pydantic import ValidationError
 
-from cloud_hub.ingest.device_messages import HealthSample, StatusUpdate, Telemetry
+from cloud_hub.received import HealthSample, Rejected, StatusUpdate, Telemetry
 from edge_agent.contract import (
     DEFAULT_TIME_BOUNDS,
     MAX_PAYLOAD_BYTES,
@@ -48,17 +47,6 @@ REASONS = (
 
 _TELEMETRY: Final = frozenset((Channel.STATUS, Channel.HEALTH, Channel.OCCUPANCY))
 _TOPICS_REMEMBERED: Final = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A message that failed validation, kept as a dead letter."""
-
-    topic: str
-    reason: str
-    detail: str
-    payload: bytes
-    once: bool = False  # keep one dead letter per topic and payload (retained messages)
 
 
 def reason_for(payload: bytes, topic_ok: bool, exc: ValueError) -> str:

@@ -22,12 +22,12 @@ import asyncpg
 import structlog
 
 from cloud_hub import metrics
-from cloud_hub.ingest import device_messages
 from cloud_hub.ingest.batch import PreparedBatch, Received
-from cloud_hub.ingest.validation import Rejected
 from cloud_hub.live.cache import LiveCache
+from cloud_hub.received import Rejected, TelemetryBatch
 from cloud_hub.retry import retry_with_backoff
 from cloud_hub.settings import HubSettings
+from cloud_hub.storage.device_writes import store_telemetry
 from cloud_hub.storage.event_writes import store_batch
 from edge_agent.contract import EventTopic, PersonEvent
 
@@ -72,9 +72,9 @@ class BatchWriter:
         self._cache = cache
         self._ack = ack
         self._queue_depth = queue_depth
-        self._cache_queue: asyncio.Queue[
-            tuple[list[PersonEvent], device_messages.TelemetryBatch]
-        ] = asyncio.Queue(maxsize=4)
+        self._cache_queue: asyncio.Queue[tuple[list[PersonEvent], TelemetryBatch]] = asyncio.Queue(
+            maxsize=4
+        )
         self._cache_task: asyncio.Task[None] | None = None
         self.db_ok = True
         self.last_commit: float | None = None
@@ -129,9 +129,7 @@ class BatchWriter:
         else:
             await self._cache_queue.put((fresh, other))
 
-    async def _push_cache(
-        self, events: list[PersonEvent], other: device_messages.TelemetryBatch
-    ) -> None:
+    async def _push_cache(self, events: list[PersonEvent], other: TelemetryBatch) -> None:
         await self._cache.push(events)
         if other:
             await self._cache.push_telemetry(other)
@@ -159,11 +157,11 @@ class BatchWriter:
             log.error("batch_has_bad_rows", error=str(exc), events=len(events))
             return await self._store_one_by_one(events, rejected)
 
-    async def _store_telemetry(self, other: device_messages.TelemetryBatch) -> None:
+    async def _store_telemetry(self, other: TelemetryBatch) -> None:
         """Status, health and occupancy: retried like events while the database is down;
         a batch the database refuses as data is logged and dropped (it cannot succeed)."""
         try:
-            await self._until_stored(lambda: device_messages.store_telemetry(self._pool, other))
+            await self._until_stored(lambda: store_telemetry(self._pool, other))
         except _POISON as exc:
             log.error(
                 "telemetry_refused",

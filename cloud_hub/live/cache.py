@@ -36,8 +36,8 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from cloud_hub.ingest.device_messages import TelemetryBatch
 from cloud_hub.metrics import REDIS_ERRORS
+from cloud_hub.received import TelemetryBatch
 from edge_agent.contract import PersonEvent
 
 log = structlog.get_logger(__name__)

@@ -6,8 +6,8 @@ import json
 
 import asyncpg
 
-from cloud_hub.api.schemas import Camera
 from cloud_hub.queries.filters import Filters
+from cloud_hub.schemas import Camera
 
 _CAMERAS = """
 SELECT c.*, cam.state, cam.fps, s.state AS device_state

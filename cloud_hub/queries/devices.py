@@ -6,8 +6,8 @@ import json
 
 import asyncpg
 
-from cloud_hub.api.schemas import Device
 from cloud_hub.queries.filters import Filters
+from cloud_hub.schemas import Device
 
 _DEVICES = """
 SELECT device_id, d.first_seen, d.last_seen, d.last_received_at, coalesce(d.events, 0) AS events,

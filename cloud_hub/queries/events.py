@@ -8,11 +8,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 import asyncpg
 
-from cloud_hub.api.schemas import EventRecord, EventsPage
 from cloud_hub.queries.filters import Filters, StatsFilter
+from cloud_hub.schemas import EventRecord, EventsPage
+from edge_agent.contract import FLAT_EVENT_FIELDS
 
 
 def encode_cursor(last_seen: datetime, event_id: uuid.UUID) -> str:
@@ -115,25 +117,12 @@ async def event_batches(
         after = (rows[-1]["last_seen"], rows[-1]["event_id"])
 
 
-EVENT_COLUMNS = (
-    "event_id",
-    "device_id",
-    "camera_id",
-    "track_id",
-    "first_seen",
-    "last_seen",
-    "dwell_s",
-    "gender",
-    "gender_confidence",
-    "age",
-    "age_low",
-    "age_high",
-    "age_confidence",
+# An export's columns: the contract's flat event row (what `edge-agent analyze` writes too),
+# with what only the hub knows, the age band beside the age and when it was received.
+EVENT_COLUMNS: Final = (
+    *FLAT_EVENT_FIELDS[: FLAT_EVENT_FIELDS.index("age_confidence") + 1],
     "age_band",
-    "direction",
-    "crops",
-    "return_of",
-    "models",
+    *FLAT_EVENT_FIELDS[FLAT_EVENT_FIELDS.index("direction") :],
     "received_at",
 )
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import asyncpg
 
-from cloud_hub.api.schemas import CurrentOccupancy, OccupancyBucket
 from cloud_hub.queries.buckets import StatsBucketSize, _truncate, bucket_starts
 from cloud_hub.queries.filters import Filters, StatsFilter
 from cloud_hub.queries.stats_plan import MAX_GROUPS, TooLargeError, check_stats_size, fleet_size
 from cloud_hub.queries.stats_sql import _GROUP_FIELDS
+from cloud_hub.schemas import CurrentOccupancy, OccupancyBucket
 
 
 async def occupancy(

@@ -7,13 +7,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from cloud_hub.api.schemas import Camera, CameraDay, Counts, HourCounts
 from cloud_hub.queries.buckets import check_range
 from cloud_hub.queries.cameras import cameras
 from cloud_hub.queries.filters import StatsFilter
 from cloud_hub.queries.stats_answer import Tally, stats_cells
 from cloud_hub.queries.stats_plan import MAX_GROUPS, _too_large, fleet_size
 from cloud_hub.queries.stats_sql import _CELL_KEYS
+from cloud_hub.schemas import Camera, CameraDay, Counts, HourCounts
 
 
 def day_range(day: date) -> tuple[datetime, datetime]:

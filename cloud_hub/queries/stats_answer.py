@@ -11,14 +11,6 @@ from typing import Any, Literal
 
 import asyncpg
 
-from cloud_hub.api.schemas import (
-    AGE_BANDS,
-    DIRECTIONS,
-    GENDERS,
-    StatsBucket,
-    StatsGroup,
-    StatsTotals,
-)
 from cloud_hub.queries.buckets import StatsBucketSize, bucket_starts
 from cloud_hub.queries.filters import StatsFilter
 from cloud_hub.queries.stats_plan import (
@@ -29,6 +21,14 @@ from cloud_hub.queries.stats_plan import (
     fleet_size,
 )
 from cloud_hub.queries.stats_sql import _CELL_KEYS, _GROUP_FIELDS, _SUMS_WIDTH, MAX_ROWS, _Statement
+from cloud_hub.schemas import (
+    AGE_BANDS,
+    DIRECTIONS,
+    GENDERS,
+    StatsBucket,
+    StatsGroup,
+    StatsTotals,
+)
 
 GroupKey = Literal["site", "device", "camera", "gender", "age_band", "direction"]
 

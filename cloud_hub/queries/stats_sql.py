@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cloud_hub.api.schemas import AGE_BANDS, DIRECTIONS, GENDERS
 from cloud_hub.queries.buckets import StatsBucketSize
 from cloud_hub.queries.filters import StatsFilter
+from cloud_hub.schemas import AGE_BANDS, DIRECTIONS, GENDERS
 
 MAX_ROWS = 1_000_000  # rows one stats_rows statement may return (tests, benchmarks)
 

@@ -1,4 +1,7 @@
-"""Camera registry writes (the API's admin endpoints); reads: ``cloud_hub.queries.cameras``."""
+"""Camera registry writes (the API's admin endpoints); reads: ``cloud_hub.queries.cameras``.
+
+Each says only whether it wrote; the API reads the camera back through the read path.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,15 @@ from typing import Any
 
 import asyncpg
 
-from cloud_hub.api.schemas import Camera, CameraCreate, CameraUpdate
-from cloud_hub.queries.cameras import cameras
-from cloud_hub.queries.filters import Filters
+from cloud_hub.schemas import CameraCreate, CameraUpdate
 
 
 def _line(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-async def create_camera(pool: asyncpg.Pool, camera: CameraCreate) -> Camera | None:
-    """Register a camera; None when it is registered already."""
+async def create_camera(pool: asyncpg.Pool, camera: CameraCreate) -> bool:
+    """Register a camera; False when it is registered already."""
     line = camera.counting_line.model_dump(mode="json") if camera.counting_line else None
     created = await pool.fetchval(
         """INSERT INTO cameras (device_id, camera_id, name, site, location, counting_line)
@@ -30,34 +31,29 @@ async def create_camera(pool: asyncpg.Pool, camera: CameraCreate) -> Camera | No
         camera.location,
         _line(line),
     )
-    if not created:
-        return None
-    found = await cameras(pool, device_id=camera.device_id, camera_id=camera.camera_id)
-    return found[0]
+    return bool(created)
 
 
 async def update_camera(
     pool: asyncpg.Pool, device_id: str, camera_id: str, update: CameraUpdate
-) -> Camera | None:
-    """Change the fields ``update`` sets (null clears); None when not registered."""
+) -> bool:
+    """Change the fields ``update`` sets (null clears); False when not registered."""
     changes = update.model_dump(mode="json", exclude_unset=True)
-    filters = Filters(device_id, camera_id)
+    args: list[object] = [device_id, camera_id]
     sets = []
     for name in ("name", "site", "location", "counting_line"):
         if name in changes:
             value = _line(changes[name]) if name == "counting_line" else changes[name]
             cast = "::jsonb" if name == "counting_line" else ""
-            filters.args.append(value)
-            sets.append(f"{name} = ${len(filters.args)}{cast}")
+            args.append(value)
+            sets.append(f"{name} = ${len(args)}{cast}")
     sets.append("updated_at = now()")
     found = await pool.fetchval(
         f"""UPDATE cameras SET {", ".join(sets)} WHERE device_id = $1 AND camera_id = $2
             RETURNING true""",
-        *filters.args,
+        *args,
     )
-    if not found:
-        return None
-    return (await cameras(pool, device_id=device_id, camera_id=camera_id))[0]
+    return bool(found)
 
 
 async def delete_camera(pool: asyncpg.Pool, device_id: str, camera_id: str) -> bool:

@@ -19,7 +19,7 @@ import uuid
 
 import asyncpg
 
-from cloud_hub.ingest.validation import Rejected
+from cloud_hub.received import Rejected
 from edge_agent.contract import PersonEvent
 
 # Parts of the statement that bench/idempotency.py reuses for the one it replaced, so the

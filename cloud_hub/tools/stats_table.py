@@ -7,7 +7,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from cloud_hub.api.schemas import AGE_BANDS, GENDERS, StatsResponse
+from cloud_hub.schemas import AGE_BANDS, GENDERS, StatsResponse
 
 
 def fetch_stats(

@@ -15,10 +15,11 @@ from urllib.parse import urlencode
 import pytest
 
 from cloud_hub import queries
-from cloud_hub.ingest import device_messages
+from cloud_hub.received import TelemetryBatch
 from cloud_hub.settings import HubSettings
 from cloud_hub.storage import rollups
 from cloud_hub.storage.db import open_pool, prepare_database
+from cloud_hub.storage.device_writes import store_telemetry
 from edge_agent.contract import Occupancy, PersonEvent
 from tests.conftest import HubFactory, RunningHub
 from tests.hub.conftest import StorageDb
@@ -81,9 +82,7 @@ def prepare(db: StorageDb, events: Sequence[PersonEvent], now: datetime) -> None
     async def write_occupancy() -> None:
         pool = await open_pool(db.url, 1)
         try:
-            await device_messages.store_telemetry(
-                pool, device_messages.TelemetryBatch(occupancy=samples)
-            )
+            await store_telemetry(pool, TelemetryBatch(occupancy=samples))
             async with pool.acquire() as conn:
                 await rollups.maintain(conn, settings)
         finally:

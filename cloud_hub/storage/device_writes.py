@@ -2,8 +2,8 @@
 
 The contract (``edge_agent.contract``) validates each message and
 ``cloud_hub.ingest.validation`` names the reason for a refusal (one classifier for events
-and these); this module holds what an accepted message becomes and writes a batch of
-them in one transaction:
+and these); this module writes a batch of what they become (``cloud_hub.received``) in one
+transaction:
 
 - ``device_status``: the newest status per device. A last will (``at`` null) only turns
   the device offline and keeps what it last said it runs; a status is ordered by ``at``,
@@ -20,52 +20,13 @@ occupancy are QoS 0 telemetry, so a lost sample is replaced by the next one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 
-from edge_agent.contract import DeviceHealth, DeviceStatus, Occupancy
-
-
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    """A status as received; ``status`` None: the retained status was cleared."""
-
-    device_id: str
-    status: DeviceStatus | None
-    received_at: datetime
-
-    @property
-    def effective_at(self) -> datetime:
-        """What orders statuses: the device's time, or the hub's receipt of a last will."""
-        if self.status is not None and self.status.at is not None:
-            return self.status.at
-        return self.received_at
-
-
-@dataclass(frozen=True, slots=True)
-class HealthSample:
-    """A health message and when it arrived."""
-
-    health: DeviceHealth
-    received_at: datetime
-
-
-Telemetry = StatusUpdate | HealthSample | Occupancy
-
-
-@dataclass(slots=True)
-class TelemetryBatch:
-    """The non-event messages of one ingest batch, in arrival order per kind."""
-
-    statuses: list[StatusUpdate] = field(default_factory=list)
-    health: list[HealthSample] = field(default_factory=list)
-    occupancy: list[Occupancy] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.statuses or self.health or self.occupancy)
-
+from cloud_hub.received import HealthSample, StatusUpdate, TelemetryBatch
+from edge_agent.contract import Occupancy
 
 _UPSERT_STATUS = """
 INSERT INTO device_status AS s (device_id, state, at, effective_at, received_at, agent_version,
