@@ -20,6 +20,7 @@ from edge_agent.contract import (
     MAX_PAYLOAD_BYTES,
     TimeBounds,
 )
+from edge_agent.contract.broker_tls import BrokerCredentials
 
 
 def _default_client_id() -> str:
@@ -205,6 +206,17 @@ class HubSettings(BaseSettings):
         if 0 < self.rollup_late_days < 3:
             raise ValueError("rollup_late_days must be 0 (no limit) or at least 3")
         return self
+
+    def broker_credentials(self) -> BrokerCredentials:
+        """How the hub's clients (ingest, the simulator) authenticate to the broker."""
+        return BrokerCredentials(
+            self.mqtt_username,
+            self.mqtt_password,
+            self.mqtt_tls,
+            self.mqtt_tls_ca,
+            self.mqtt_tls_cert,
+            self.mqtt_tls_key,
+        )
 
     @model_validator(mode="after")
     def _tls_cert_with_key(self) -> HubSettings:

@@ -92,15 +92,7 @@ class MqttIngest:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             manual_ack=True,
         )
-        apply_credentials(
-            client,
-            username=s.mqtt_username,
-            password=s.mqtt_password,
-            tls=s.mqtt_tls,
-            ca=s.mqtt_tls_ca,
-            cert=s.mqtt_tls_cert,
-            key=s.mqtt_tls_key,
-        )
+        apply_credentials(client, s.broker_credentials())
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

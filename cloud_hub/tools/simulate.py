@@ -49,6 +49,7 @@ from edge_agent.contract import (
     occupancy_topic,
     status_topic,
 )
+from edge_agent.contract.broker_tls import BrokerCredentials, apply_credentials
 
 
 @dataclass
@@ -65,8 +66,7 @@ class SimConfig:
     topic_root: str = "audience"
     seed: int = 0
     protocol: str = "5"
-    username: str | None = None
-    password: str | None = None
+    credentials: BrokerCredentials = field(default_factory=BrokerCredentials)
     inflight: int = 1000
     health_interval_s: float = 10.0
     occupancy_interval_s: float = 10.0
@@ -98,8 +98,7 @@ class _Conn:
             client_id=client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         )
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.password)
+        apply_credentials(self.client, cfg.credentials)
         self.client.max_inflight_messages_set(max(1, cfg.inflight))
         self.client.max_queued_messages_set(0)
         will = DeviceStatus.last_will(device.device_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import paho.mqtt.client as mqtt
 
 from edge_agent.config import MqttConfig
-from edge_agent.contract.broker_tls import apply_credentials
+from edge_agent.contract.broker_tls import BrokerCredentials, apply_credentials
 
 
 def configure_client(client: mqtt.Client, cfg: MqttConfig) -> None:
@@ -20,12 +20,7 @@ def configure_client(client: mqtt.Client, cfg: MqttConfig) -> None:
     ``tls_ca``, or the system CAs when only ``tls = true``) including its host name;
     there is deliberately no switch to turn verification off.
     """
-    apply_credentials(
-        client,
-        username=cfg.username,
-        password=cfg.resolved_password(),
-        tls=cfg.uses_tls,
-        ca=cfg.tls_ca,
-        cert=cfg.tls_cert,
-        key=cfg.tls_key,
+    credentials = BrokerCredentials(
+        cfg.username, cfg.resolved_password(), cfg.uses_tls, cfg.tls_ca, cfg.tls_cert, cfg.tls_key
     )
+    apply_credentials(client, credentials)
