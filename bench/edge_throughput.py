@@ -2,7 +2,7 @@
 
 For each camera count (1, 4, 8, 16) and frame size (the clips' native size, 640x360,
 1280x720) the looped clips of ../shared/data/video are played as cameras, and the agent's
-scheduler (edge_agent/camera/scheduler.py, the code ``edge-agent run`` uses, publishing to a
+scheduler (edge_agent/scheduler.py, the code ``edge-agent run`` uses, publishing to a
 counter instead of MQTT) runs for ``--seconds``:
 
 * paced: each camera delivers 15 fps in real time, like a camera; prints frames processed

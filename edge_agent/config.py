@@ -216,7 +216,7 @@ class MetricsConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    """How camera frames share the cores (edge_agent/camera/scheduler.py)."""
+    """How camera frames share the cores (edge_agent/scheduler.py)."""
 
     detect_workers: int | None = Field(
         default=None,

@@ -2,7 +2,7 @@
 
 Detection runs on every processed frame; landmarks, chips and the networks run only when
 a track ends, on that track's best crops, batched across all tracks (of every camera, in
-the agent: edge_agent/camera/scheduler.py) ending together.
+the agent: edge_agent/scheduler.py) ending together.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each camera has a reader thread that owns its source: a source that fails is reopened
 with backoff and never stalls the others. Frames go to the shared detection and
-estimation workers (edge_agent/camera/scheduler.py), which load the models once for all
+estimation workers (edge_agent/scheduler.py), which load the models once for all
 cameras. File sources end; with ``loop = true`` they restart, like a camera would.
 """
 
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import structlog
 
-from edge_agent.camera.scheduler import Lane, Scheduler
 from edge_agent.camera.sources import SourceError, is_live, read_frames
 from edge_agent.config import AgentConfig, CameraConfig
 from edge_agent.contract import (
@@ -32,6 +31,7 @@ from edge_agent.device.metrics import AgentMetrics
 from edge_agent.device.status_board import StatusBoard
 from edge_agent.device.telemetry import CameraMeter, Telemetry
 from edge_agent.pipeline import CameraPipeline, load_models
+from edge_agent.scheduler import Lane, Scheduler
 from edge_agent.tracking.returning_visitors import Embedder, ReturnMatcher
 from edge_agent.vision.model_files import ModelFiles
 

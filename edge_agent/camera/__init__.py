@@ -1,1 +1,1 @@
-"""Frames in: camera and file sources, and the scheduler that shares the cores among them."""
+"""Frames in: camera, stream and file sources, each frame timed on the stream's clock."""

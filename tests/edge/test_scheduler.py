@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.camera.scheduler import Scheduler
 from edge_agent.camera.sources import Frame, read_frames
 from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent
 from edge_agent.device.telemetry import CameraMeter
 from edge_agent.pipeline import CameraPipeline, EndedTracks, Models, load_models
+from edge_agent.scheduler import Scheduler
 from edge_agent.vision.detector import detect_in_roi as _detect
 from tests.paths import WALK_AND_PAUSE
 
