@@ -34,6 +34,7 @@ from cloud_hub import __version__
 from cloud_hub.api import cameras, dashboard, devices, errors, events, health, live, reports, stats
 from cloud_hub.api.auth import KeyBeforeBody, RequireMetrics
 from cloud_hub.api.http_policy import DefaultHeaders, HeadAsGet
+from cloud_hub.api.responses import NOT_HTTP
 from cloud_hub.live.tokens import LiveTokens
 from cloud_hub.security.apikeys import parse_api_keys
 from cloud_hub.service import Hub
@@ -65,6 +66,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         title="Audience cloud hub",
         version=__version__,
         lifespan=lifespan,
+        responses=NOT_HTTP,
         description="People counted by edge devices: statistics, events, devices, cameras, "
         "occupancy and a live stream. Send an API key as `X-API-Key` or `Authorization: "
         "Bearer` (docs/security.md); `read` reads, `admin` also changes cameras.",

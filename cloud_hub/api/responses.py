@@ -30,8 +30,16 @@ AUTH: Responses = {
     403: {"description": "The key's scope is too small."},
 }
 BAD_BODY: Responses = {
-    400: {"description": "The body is not JSON."},
+    400: {"description": "The body is not JSON (or the request is not valid HTTP at all)."},
     413: {"description": "The body is larger than HUB_MAX_BODY_BYTES."},
+}
+# What any request may get from the HTTP server itself, before the API sees it: a
+# request that is not valid HTTP (an empty Content-Length, a header name with spaces).
+NOT_HTTP: Responses = {
+    400: {
+        "description": "The request is not valid HTTP; the server refused it unread.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
 }
 # What every route behind a read key may answer besides its own.
 READ: Responses = {**AUTH, **DB_DOWN}

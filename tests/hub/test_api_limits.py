@@ -354,3 +354,22 @@ def test_ranges_head_and_headers(hub: RunningHub) -> None:
     page = httpx.get(f"{hub.base_url}/dashboard")
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["cache-control"] == "no-cache"
+
+
+def test_a_request_that_is_not_http_gets_the_documented_400(hub: RunningHub) -> None:
+    """The server refuses a malformed request (an empty Content-Length) before the API;
+    every operation documents that 400, so clients and the schema fuzz can rely on it."""
+    address = urlsplit(hub.base_url)
+    assert address.hostname is not None and address.port is not None
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(b"GET /v1/cameras HTTP/1.1\r\nHost: hub\r\nContent-Length:\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"content-type: text/plain" in rest.lower()
+    schema = httpx.get(f"{hub.base_url}/openapi.json", timeout=30).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "400" in operation["responses"], f"{method.upper()} {path}"
