@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import platform
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from cloud_hub import __version__
 
 MESSAGES_RECEIVED = Counter(
     "hub_messages_received_total", "MQTT messages handed to the ingest queue."
@@ -36,3 +40,7 @@ TASK_FAILURES = Counter(
 ROLLUP_ROUNDS = Counter(
     "hub_rollup_rounds_total", "Completed rollup maintenance rounds (this process)."
 )
+# Which release answers: `hub_build_info{version, python} 1`, so a dashboard can show the
+# fleet's hubs side by side and an alert can tell a rollout from a fault.
+BUILD = Info("hub_build", "The hub's release and Python.")
+BUILD.info({"version": __version__, "python": platform.python_version()})

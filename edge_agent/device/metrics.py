@@ -10,13 +10,20 @@ histograms by whoever drains them (the telemetry thread, or a scrape).
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from edge_agent import __version__
 from edge_agent.contract import CameraState
 from edge_agent.delivery.clock import UNFIXABLE, ClockGate
 from edge_agent.delivery.outbox import Outbox
@@ -113,6 +120,9 @@ class AgentMetrics(Collector):
         """Values read at scrape time (the histograms are collected by the registry)."""
         for meter in self.meters:
             meter.collect_times()  # fresh latencies for this scrape
+        build = InfoMetricFamily("edge_agent_build", "The agent's release and Python.")
+        build.add_metric([], {"version": __version__, "python": platform.python_version()})
+        yield build
         labels = ["camera"]
         processed = CounterMetricFamily(
             "edge_agent_frames_processed", "Frames run through the pipeline.", labels=labels

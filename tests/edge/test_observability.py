@@ -242,3 +242,14 @@ source = "http://127.0.0.1:{dead_port}/x.mp4"
         assert stop(agent) == 0
     log = (tmp_path / "agent.log").read_text()
     assert "metrics_server_listening" in log, log[-3000:]
+
+
+def test_metrics_name_the_release() -> None:
+    """``edge_agent_build_info``: a fleet dashboard tells the agents' releases apart."""
+    import platform
+
+    from edge_agent import __version__
+
+    samples = scrape(AgentMetrics([CameraMeter("door")], Outbox(None)).render().decode())
+    labels = {"version": __version__, "python": platform.python_version()}
+    assert value(samples, "edge_agent_build_info", **labels) == 1.0

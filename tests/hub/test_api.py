@@ -10,6 +10,8 @@ from typing import Any
 
 import redis
 
+import cloud_hub
+
 
 def test_event_paging_returns_every_event_once(
     hub: Any, event_factory: Any, publish_events: Any, wait_until: Any
@@ -108,6 +110,8 @@ def test_hub_runs_without_redis(
     }
     assert isinstance(rounds, int) and rounds >= 0
     assert hub.metric("hub_redis_errors_total") >= 1
+    # Which release answers, for dashboards and alerts across hubs.
+    assert hub.metric("hub_build_info", version=cloud_hub.__version__) == 1.0
     event = event_factory("dev-noredis", "cam-1")
     publish_events(hub.topic_root, [event])
     wait_until(lambda: hub.metric("hub_events_stored_total") == 1, what="event stored")
