@@ -135,6 +135,28 @@ class TrackerConfig(_Section):
     best_crops: int = Field(default=5, ge=1, le=50)
 
 
+class PeopleConfig(_Section):
+    """Person detection and tracking: everyone in view counts, whether or not they show a
+    face. Detection runs at ``detect_fps`` per camera; between detections the tracker's
+    motion model carries each person, so a lower rate saves CPU at little cost in count."""
+
+    enabled: bool = Field(default=True, description="Off: count faces only (before 0.2).")
+    model: str = Field(default="nanodet", description="Person detector (models/manifest.json).")
+    score_threshold: float = Field(
+        default=0.25, gt=0, lt=1, description="Lowest box score the tracker looks at."
+    )
+    high_score: float = Field(
+        default=0.5, gt=0, lt=1, description="Boxes matched first, and that may start a track."
+    )
+    detect_fps: float = Field(default=5.0, gt=0, le=60, description="Person detections/s.")
+    iou_match: float = Field(default=0.2, gt=0, lt=1)
+    max_missed_s: float = Field(
+        default=1.5, gt=0, description="Unseen this long (motion-predicted meanwhile): gone."
+    )
+    min_hits: int = Field(default=3, ge=1, description="Detections before a person counts.")
+    threads: int = Field(default=1, ge=1, le=16, description="Inference threads per camera.")
+
+
 class DetectorConfig(_Section):
     """BlazeFace variant and thresholds."""
 
@@ -285,6 +307,7 @@ class AgentConfig(_Section):
     mqtt: MqttConfig = MqttConfig()
     detector: DetectorConfig = DetectorConfig()
     tracker: TrackerConfig = TrackerConfig()
+    people: PeopleConfig = PeopleConfig()
     estimator: EstimatorConfig = EstimatorConfig()
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()

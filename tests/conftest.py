@@ -256,8 +256,18 @@ def make_event(
     gender: str | None = "female",
     age: float | None = 30.0,
     track_id: int = 1,
+    watcher: bool = True,
+    attention_s: float | None = None,
+    schema_version: int = 2,
 ) -> PersonEvent:
-    """A valid event; ``gender``/``age`` of ``None`` means the device could not tell."""
+    """A valid event; ``gender``/``age`` of ``None`` means the device could not tell.
+    Schema 2 by default (attention half the dwell for a watcher); ``schema_version=1`` is
+    what a 0.1 agent sends (no watcher, no attention)."""
+    if schema_version == 1:
+        watcher_field, attention = None, None
+    else:
+        watcher_field = watcher
+        attention = attention_s if attention_s is not None else (dwell_s / 2 if watcher else 0.0)
     last = last_seen or datetime.now(UTC)
     return PersonEvent(
         event_id=uuid7(),
@@ -274,6 +284,9 @@ def make_event(
             value=age, low=max(0.0, age - 5), high=min(120.0, age + 5), confidence=0.6
         ),
         crops=3,
+        watcher=watcher_field,
+        attention_s=attention,
+        schema_version=schema_version,
         models={"detector": "blazeface-full", "age": "dlib-int8"},
     )
 

@@ -127,7 +127,7 @@ def test_top_level_structure(document: dict[str, Any]) -> None:
         "operations",
         "components",
     }
-    assert document["info"]["version"] == "1"
+    assert document["info"]["version"] == "1.2"  # topics v1, person event schema 2
     assert document["defaultContentType"] == "application/json"
     assert document["servers"]["broker"]["protocol"] == "mqtt"
 

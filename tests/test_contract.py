@@ -35,6 +35,7 @@ from edge_agent.contract import (
     config_subscription,
     config_topic,
     csv_cell,
+    event_watcher,
     events_subscription,
     flat_event,
     health_subscription,
@@ -168,7 +169,35 @@ def test_missing_required_field_and_bad_json_are_rejected() -> None:
     with pytest.raises(ValueError):
         parse_event("audience/v1/dev-1/events/cam-1", b"not json")
     with pytest.raises(ValueError):
-        parse_event("audience/v1/dev-1/events/cam-1", payload(schema_version=2))
+        parse_event("audience/v1/dev-1/events/cam-1", payload(schema_version=3))
+    with pytest.raises(ValueError, match="watcher and attention_s"):
+        parse_event("audience/v1/dev-1/events/cam-1", payload(watcher=None))
+
+
+def test_schema_1_events_of_older_agents_are_accepted_as_watchers() -> None:
+    """A 0.1 agent's event (faces only, no watcher or attention) still parses, and reads
+    as a watcher with unknown attention; schema 1 cannot carry the schema 2 fields."""
+    old = make_event(schema_version=1)
+    data = json.loads(old.model_dump_json(exclude={"watcher", "attention_s"}))
+    assert data["schema_version"] == 1 and "watcher" not in data
+    parsed = parse_event("audience/v1/dev-1/events/cam-1", json.dumps(data).encode())
+    assert event_watcher(parsed) is True and parsed.attention_s is None
+    assert flat_event(parsed)["watcher"] is True and flat_event(parsed)["attention_s"] is None
+    with pytest.raises(ValueError, match="schema 2 fields"):
+        parse_event(
+            "audience/v1/dev-1/events/cam-1", json.dumps({**data, "watcher": False}).encode()
+        )
+
+
+def test_schema_2_passer_by_and_attention_bounds() -> None:
+    passer = make_event(watcher=False, gender=None, age=None)
+    parsed = parse_event(topic_for(passer), passer.model_dump_json().encode())
+    assert parsed.schema_version == 2 and event_watcher(parsed) is False
+    assert parsed.attention_s == 0.0
+    with pytest.raises(ValueError, match="exceeds dwell_s"):
+        parse_event(topic_for(passer), payload(dwell_s=2.0, attention_s=9.0))
+    with pytest.raises(ValueError):
+        parse_event(topic_for(passer), payload(attention_s=-1.0))
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ DAILY_SHAPE = (
 )  # fmt: skip
 WEEKEND_FACTOR = 0.7
 RETURN_SHARE = 0.12
+WATCHER_SHARE = 0.45
 RETURN_WINDOW = timedelta(hours=4)
 
 
@@ -142,6 +143,12 @@ class Fleet:
             gender, age, return_of = previous.gender, previous.age, previous.event_id
         else:
             gender, age, return_of = self._gender(), self._age(), None
+        # About half the people in view face the camera; only their faces give a gender
+        # and an age.
+        watcher = return_of is not None or rng.random() < WATCHER_SHARE
+        attention = round(dwell * rng.uniform(0.1, 0.8), 2) if watcher else 0.0
+        if not watcher:
+            gender, age = None, None
         x = rng.random()
         direction = Direction.IN if x < 0.45 else Direction.OUT if x < 0.9 else None
         track = device.tracks.get(camera, rng.randrange(1, 1000)) + 1
@@ -158,11 +165,13 @@ class Fleet:
             gender=gender,
             age=age,
             direction=direction,
-            crops=max(1, min(50, int(dwell * rng.uniform(0.5, 2.0)))),
+            crops=max(1, min(50, int(dwell * rng.uniform(0.5, 2.0)))) if watcher else 0,
+            watcher=watcher,
+            attention_s=min(attention, round(dwell, 2)),
             return_of=return_of,
             models=MODELS,
         )
-        if return_of is None:
+        if return_of is None and watcher:
             device.recent.append(_Person(event.event_id, last, gender, age))
         device.people_in_view[camera] = min(
             20, max(0, device.people_in_view.get(camera, 0) + rng.choice((-1, 0, 1)))

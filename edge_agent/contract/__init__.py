@@ -37,6 +37,7 @@ from edge_agent.contract.device_messages import (
     TrackerSettings,
 )
 from edge_agent.contract.events import (
+    EVENT_SCHEMA_VERSION,
     FLAT_EVENT_FIELDS,
     AgeEstimate,
     Direction,
@@ -44,6 +45,7 @@ from edge_agent.contract.events import (
     GenderEstimate,
     PersonEvent,
     csv_cell,
+    event_watcher,
     flat_event,
 )
 from edge_agent.contract.fields import CONTRACT_VERSION
@@ -93,6 +95,7 @@ __all__ = [
     "DEFAULT_TIME_BOUNDS",
     "DEFAULT_TOPIC_ROOT",
     "EARLIEST_EVENT_TIME",
+    "EVENT_SCHEMA_VERSION",
     "FLAT_EVENT_FIELDS",
     "ID_PATTERN",
     "MAX_CLOCK_SKEW",
@@ -127,6 +130,7 @@ __all__ = [
     "config_subscription",
     "config_topic",
     "csv_cell",
+    "event_watcher",
     "events_subscription",
     "flat_event",
     "health_subscription",

@@ -1,8 +1,14 @@
 """The person event: one message per tracked person, published when the track ends.
 
-No image and no embedding ever leave the device: an event holds times, a gender and an
-age estimate with their confidence, the direction a counting line saw, and, for a person
-who came back, the id of their previous visit.
+No image and no embedding ever leave the device: an event holds times, whether the
+person looked at the camera and for how long, a gender and an age estimate with their
+confidence (only when a usable face was seen), the direction a counting line saw, and,
+for a person who came back, the id of their previous visit.
+
+Schema 2 (agent 0.2) counts every person in view, face or not, and adds ``watcher`` and
+``attention_s``. Schema 1 (agent 0.1) counted faces only: each such event is a person
+who faced the camera, with attention unknown (``None``). Receivers accept both;
+:func:`event_watcher` reads either.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, model_validator
 
-from edge_agent.contract.fields import CONTRACT_VERSION, ModelVersions, StrictModel
+from edge_agent.contract.fields import ModelVersions, StrictModel
 from edge_agent.contract.ids import IdString
 from edge_agent.contract.times import UtcDatetime
 
@@ -55,10 +61,17 @@ class AgeEstimate(StrictModel):
         return self
 
 
+# The person event's own schema version (other payloads stay at CONTRACT_VERSION, and
+# the topics at v1: schema 2 adds fields that a 0.2 hub reads, see docs/mqtt-contract.md).
+EVENT_SCHEMA_VERSION: Final = 2
+# Attention may exceed dwell by at most one frame interval's rounding.
+_ATTENTION_SLACK_S: Final = 0.5
+
+
 class PersonEvent(StrictModel):
     """One tracked person, published once when the track ends. No image, no embedding."""
 
-    schema_version: Literal[1] = CONTRACT_VERSION
+    schema_version: Literal[1, 2] = EVENT_SCHEMA_VERSION
     event_id: uuid.UUID = Field(description="UUIDv7; the hub stores each id once.")
     device_id: IdString
     camera_id: IdString
@@ -70,6 +83,18 @@ class PersonEvent(StrictModel):
     age: AgeEstimate | None = None
     direction: Direction | None = None
     crops: int = Field(ge=0, le=10_000, description="Face crops the estimate combines.")
+    watcher: bool | None = Field(
+        default=None,
+        description="Schema 2 (required there): the person faced the camera (a frontal "
+        "face for at least the device's watcher_min_s). Absent in schema 1, whose events "
+        "were all people who showed a face.",
+    )
+    attention_s: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=7 * 24 * 3600.0,
+        description="Schema 2 (required there): seconds with a frontal face, at most dwell_s.",
+    )
     return_of: uuid.UUID | None = Field(
         default=None,
         description="Set when the device recognised this person as coming back within its "
@@ -84,7 +109,19 @@ class PersonEvent(StrictModel):
         # parse_event); the model only checks that they are consistent.
         if self.last_seen < self.first_seen:
             raise ValueError("last_seen is before first_seen")
+        if self.schema_version == 1:
+            if self.watcher is not None or self.attention_s is not None:
+                raise ValueError("watcher and attention_s are schema 2 fields")
+        elif self.watcher is None or self.attention_s is None:
+            raise ValueError("a schema 2 event carries watcher and attention_s")
+        elif self.attention_s > self.dwell_s + _ATTENTION_SLACK_S:
+            raise ValueError("attention_s exceeds dwell_s")
         return self
+
+
+def event_watcher(event: PersonEvent) -> bool:
+    """Whether the person faced the camera; a schema 1 event was always a face."""
+    return True if event.watcher is None else event.watcher
 
 
 # A person event as one flat row, for CSV files and tables: the nested gender and age
@@ -107,6 +144,8 @@ FLAT_EVENT_FIELDS: Final = (
     "age_confidence",
     "direction",
     "crops",
+    "watcher",
+    "attention_s",
     "return_of",
     "models",
 )
@@ -131,6 +170,8 @@ def flat_event(event: PersonEvent) -> dict[str, Any]:
         "age_confidence": age.confidence if age else None,
         "direction": event.direction.value if event.direction else None,
         "crops": event.crops,
+        "watcher": event_watcher(event),
+        "attention_s": event.attention_s,
         "return_of": str(event.return_of) if event.return_of else None,
         "models": dict(event.models),
     }

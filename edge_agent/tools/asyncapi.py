@@ -31,6 +31,7 @@ from edge_agent.contract import (
     CHANNELS,
     CONTRACT_VERSION,
     DEFAULT_TOPIC_ROOT,
+    EVENT_SCHEMA_VERSION,
     ID_PATTERN,
     MAX_PAYLOAD_BYTES,
     TOPIC_VERSION,
@@ -81,6 +82,22 @@ def examples() -> dict[Channel, list[tuple[str, BaseModel]]]:
         age=AgeEstimate(value=31.4, low=24.0, high=39.0, confidence=0.68),
         direction=Direction.IN,
         crops=5,
+        watcher=True,
+        attention_s=3.2,
+        models=_MODELS,
+    )
+    passer_by = PersonEvent(
+        event_id=uuid.UUID("01a20da9-1d4e-7b2c-8a11-5f0e6c3b9d21"),
+        device_id="shop-12-door",
+        camera_id="cam-1",
+        track_id=4712,
+        first_seen=datetime(2026, 11, 24, 13, 5, 8, 0, tzinfo=UTC),
+        last_seen=_EXAMPLE_AT,
+        dwell_s=4.25,
+        direction=Direction.OUT,
+        crops=0,
+        watcher=False,
+        attention_s=0.0,
         models=_MODELS,
     )
     online = DeviceStatus(
@@ -123,7 +140,7 @@ def examples() -> dict[Channel, list[tuple[str, BaseModel]]]:
         health_interval_s=30.0,
     )
     return {
-        Channel.EVENTS: [("personEvent", event)],
+        Channel.EVENTS: [("personEvent", event), ("passerBy", passer_by)],
         Channel.STATUS: [
             ("online", online),
             ("lastWill", DeviceStatus.last_will("shop-12-door")),
@@ -244,7 +261,8 @@ def build_document() -> dict[str, Any]:
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Audience analytics MQTT contract",
-            "version": str(CONTRACT_VERSION),
+            # Topic major version . person event schema.
+            "version": f"{CONTRACT_VERSION}.{EVENT_SCHEMA_VERSION}",
             "description": (
                 "The wire contract between an edge agent (the application described here: "
                 "`send` is the device publishing, `receive` the device subscribing) and the "
@@ -252,7 +270,10 @@ def build_document() -> dict[str, Any]:
                 "import. Payloads are compact JSON of at most "
                 f"{MAX_PAYLOAD_BYTES} bytes; unknown fields are rejected; every payload "
                 "carries `schema_version`, every topic the major version "
-                f"`{TOPIC_VERSION}`. See docs/mqtt-contract.md."
+                f"`{TOPIC_VERSION}`. The person event is at schema {EVENT_SCHEMA_VERSION} "
+                "(every person in view, with `watcher` and `attention_s`); receivers also "
+                "accept schema 1, the faces-only events of 0.1 agents. "
+                "See docs/mqtt-contract.md."
             ),
             "license": {"name": "Apache-2.0"},
         },

@@ -30,10 +30,11 @@ CROP_SIDES: Final = 2.2
 
 @dataclass(frozen=True, slots=True)
 class Detections:
-    """Faces found in one frame, in pixel coordinates of that frame.
+    """Faces (or people) found in one frame, in pixel coordinates of that frame.
 
     ``boxes`` is ``[N, 4]`` as ``x1, y1, x2, y2``; ``scores`` is ``[N]``; ``keypoints`` is
-    ``[N, 6, 2]`` as ``x, y`` in the BlazeFace order above.
+    ``[N, K, 2]`` as ``x, y``: for faces ``K = 6`` in the BlazeFace order above, for a
+    person detector that gives boxes only ``K = 0`` (see :meth:`boxes_only`).
     """
 
     boxes: NDArray[np.float32]
@@ -48,6 +49,12 @@ class Detections:
             np.zeros((0,), np.float32),
             np.zeros((0, NUM_KEYPOINTS, 2), np.float32),
         )
+
+    @classmethod
+    def boxes_only(cls, boxes: NDArray[np.float32], scores: NDArray[np.float32]) -> Detections:
+        """Boxes and scores without keypoints (a person detector's output)."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        return cls(boxes, np.asarray(scores, np.float32), np.zeros((len(boxes), 0, 2), np.float32))
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
