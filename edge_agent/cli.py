@@ -21,7 +21,7 @@ from edge_agent.config import (
     EstimatorConfig,
     VariantsName,
 )
-from edge_agent.contract import FLAT_EVENT_FIELDS, PersonEvent, csv_cell, flat_event
+from edge_agent.contract import FLAT_EVENT_FIELDS, PersonEvent, csv_cell, event_watcher, flat_event
 from edge_agent.logs import configure_logging
 
 
@@ -91,7 +91,7 @@ def _analyze(args: argparse.Namespace) -> int:
         out.flush()
 
     pipeline = CameraPipeline(config.device_id, camera.id, config, load_models(config))
-    events = 0
+    events = watchers = 0
     broken: SourceError | None = None
     frames = read_frames(camera.id, camera.source, camera.fps, pipeline.times, start=start)
     with tqdm(total=total, unit="frame", disable=args.quiet, file=sys.stderr) as bar:
@@ -100,15 +100,18 @@ def _analyze(args: argparse.Namespace) -> int:
                 for event in pipeline.process(frame):
                     emit(event)
                     events += 1
+                    watchers += event_watcher(event)
                 bar.update(1)
         except SourceError as error:  # broken part-way: still report who was seen
             broken = error
     for event in pipeline.finish():
         emit(event)
         events += 1
+        watchers += event_watcher(event)
     if args.output:
         out.close()
-    print(f"{events} people", file=sys.stderr)
+    # Passers-by: everyone in view; watchers: those who faced the camera.
+    print(f"{events} people: {events} passers-by, {watchers} watchers", file=sys.stderr)
     if broken is not None:
         raise broken
     return 0

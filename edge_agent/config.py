@@ -155,6 +155,9 @@ class PeopleConfig(_Section):
     )
     min_hits: int = Field(default=3, ge=1, description="Detections before a person counts.")
     threads: int = Field(default=1, ge=1, le=16, description="Inference threads per camera.")
+    watcher_min_s: float = Field(
+        default=0.25, ge=0, le=60, description="A frontal face this long makes a watcher."
+    )
 
 
 class DetectorConfig(_Section):

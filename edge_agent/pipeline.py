@@ -1,8 +1,12 @@
-"""One camera's chain: frame -> detect -> track -> (track ended) -> estimate -> event.
+"""One camera's chain: frame -> detect -> track -> (person left) -> estimate -> event.
 
-Detection runs on every processed frame; landmarks, chips and the networks run only when
-a track ends, on that track's best crops, batched across all tracks (of every camera, in
-the agent: edge_agent/scheduler.py) ending together.
+Per frame, within the device's budget: people are detected ``people.detect_fps`` times a
+second (the tracker's motion model carries them in between), and not at all while the
+scene stands still; faces are looked for only while someone is in view (around their
+heads when that is a small part of the frame) and on every person-detection frame.
+Landmarks, chips and the networks run only when a person leaves, on their best face
+crops, batched across all people (of every camera, in the agent: edge_agent/scheduler.py)
+leaving together.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock
 from edge_agent.timing import StageTimes
 from edge_agent.tracking.aggregate import age_estimate, combine, gender_estimate
 from edge_agent.tracking.counting_line import camera_line
+from edge_agent.tracking.people import PeopleTracker, Person, face_only
 from edge_agent.tracking.returning_visitors import Embedder, ReturnMatcher
-from edge_agent.tracking.tracker import IouTracker, Track
 from edge_agent.vision.detections import FaceCrop, FaceEstimate
 from edge_agent.vision.detector import Detector, detect_in_roi
 from edge_agent.vision.estimator import DemographicsEstimator
 from edge_agent.vision.face_detector import BlazeFaceDetector
 from edge_agent.vision.landmarks import FaceMeshLandmarker
 from edge_agent.vision.model_files import ModelFiles, locate_models
+from edge_agent.vision.motion import MotionGate
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +48,7 @@ class Models:
     estimator: DemographicsEstimator
     versions: dict[str, str]  # what each event reports it was estimated with
     embedder: Embedder | None = None  # one face embedding per person, for returns
+    person_detector: Detector | None = None  # None: people off, faces only
 
 
 def make_detector(config: AgentConfig, files: ModelFiles) -> Detector:
@@ -53,6 +59,17 @@ def make_detector(config: AgentConfig, files: ModelFiles) -> Detector:
     return BlazeFaceDetector(
         spec.path, det_cfg.model, det_cfg.score_threshold, num_threads=det_cfg.threads
     )
+
+
+def make_person_detector(config: AgentConfig, files: ModelFiles) -> Detector | None:
+    """The configured person detector with its own session, or ``None`` when people
+    detection is off."""
+    if not config.people.enabled:
+        return None
+    from edge_agent.vision.person_detector import PersonDetector
+
+    spec = files.person_detector(config.people.model)
+    return PersonDetector(spec, config.people.score_threshold, num_threads=config.people.threads)
 
 
 def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
@@ -69,8 +86,11 @@ def load_models(config: AgentConfig, times: StageTimes | None = None) -> Models:
         "face_landmark": "face_landmark",
         **estimator.model_keys,
     }
+    if config.people.enabled:
+        keys["person"] = config.people.model
     versions = {name: files.versions[key] for name, key in keys.items()}
-    return Models(files, detector, estimator, versions)
+    person_detector = make_person_detector(config, files)
+    return Models(files, detector, estimator, versions, person_detector=person_detector)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +104,7 @@ class EndedTracks:
     """
 
     pipeline: CameraPipeline
-    tracks: list[Track]
+    tracks: list[Person]
     origin_mono: float
     origin_wall: datetime | None = None
 
@@ -139,11 +159,17 @@ class CameraPipeline:
         self.camera_id = camera_id
         self.models = models
         line = camera_line(config, camera_id)
-        self.tracker = IouTracker(config.tracker, config.detector.min_face_px, line)
+        self.tracker = PeopleTracker(
+            config.people, config.tracker, config.detector.min_face_px, line
+        )
+        self.people = config.people
+        self.motion = MotionGate()
         self.roi = next((c.roi for c in config.cameras if c.id == camera_id), None)
         self.score_threshold = config.detector.score_threshold
         self.min_face_score = config.estimator.min_face_score
-        self.rejected_tracks = 0  # tracks whose crops the face mesh did not take for faces
+        self.rejected_tracks = 0  # face-only tracks the face mesh did not take for faces
+        self.still_frames = 0  # person detections skipped: nothing moved
+        self._next_people_at: float | None = None
         self.times = times or StageTimes()
         self.on_event = on_event
         self.returns = returns
@@ -156,21 +182,54 @@ class CameraPipeline:
         estimator (which every camera shares). Call between frames, in the thread
         detecting for this camera."""
         self.score_threshold = config.detector.score_threshold
-        self.tracker.apply_settings(config.tracker, config.detector.min_face_px)
+        self.people = config.people
+        self.tracker.apply_settings(config.people, config.tracker, config.detector.min_face_px)
         self.models.estimator.apply_settings(config.estimator)
         self.min_face_score = config.estimator.min_face_score
 
-    def track(self, frame: Frame, detector: Detector | None = None) -> EndedTracks:
-        """Detect and track one frame (with ``detector``, else this pipeline's own);
-        returns the people who just left."""
+    def track(
+        self,
+        frame: Frame,
+        detector: Detector | None = None,
+        person_detector: Detector | None = None,
+    ) -> EndedTracks:
+        """Detect and track one frame (with the detectors given, else this pipeline's
+        own); returns the people who just left."""
         if self._origin is None:
             wall = None if frame.wall is None else frame.wall - timedelta(seconds=frame.t)
             self._origin = (frame.mono - frame.t, wall)
-        detector = detector or self.models.detector
-        with self.times.stage("detect"):
-            detections = detect_in_roi(detector, frame.rgb, self.roi, self.score_threshold)
-        with self.times.stage("track"):
-            ended = self.tracker.update(detections, frame.t, frame.rgb)
+        people_detector = person_detector or self.models.person_detector
+        height, width = frame.rgb.shape[:2]
+        ended: list[Person] = []
+        people_detected = False
+        if self.tracker.people is not None and people_detector is not None:
+            if self._next_people_at is None or frame.t >= self._next_people_at:
+                self._next_people_at = frame.t + 1.0 / self.people.detect_fps
+                people = None
+                if self.motion.moved(frame.rgb, frame.t):
+                    with self.times.stage("detect_people"):
+                        people = detect_in_roi(
+                            people_detector, frame.rgb, self.roi, self.people.score_threshold
+                        )
+                    people_detected = True
+                else:
+                    self.still_frames += 1
+                with self.times.stage("track"):
+                    ended += self.tracker.people_step(people, frame.t, (width, height))
+            look_for_faces = people_detected or self.tracker.anyone()
+        else:
+            look_for_faces = True
+        if look_for_faces:
+            region = None if people_detected else self.tracker.face_region(frame.t, (width, height))
+            with self.times.stage("detect"):
+                faces = detect_in_roi(
+                    detector or self.models.detector,
+                    frame.rgb,
+                    _intersect(self.roi, region),
+                    self.score_threshold,
+                )
+            with self.times.stage("track"):
+                ended += self.tracker.faces_step(faces, frame.t, frame.rgb)
         return EndedTracks(self, ended, *self._origin)
 
     def end_stream(self) -> EndedTracks:
@@ -189,16 +248,17 @@ class CameraPipeline:
         return estimate_events([self.end_stream()], self.models)
 
     def in_view(self) -> int:
-        """Confirmed people the tracker follows now (occupancy); safe from another
-        thread, since the tracker replaces its list of tracks rather than editing it."""
-        min_hits = self.tracker.config.min_hits
-        return sum(1 for track in self.tracker.active if track.hits >= min_hits)
+        """Confirmed people in view now (occupancy); safe from another thread, since
+        the trackers replace their lists of tracks rather than editing them."""
+        return self.tracker.in_view()
 
     def build_events(
         self, ended: EndedTracks, estimates: Sequence[FaceEstimate]
     ) -> list[tuple[Outgoing, FaceCrop | None, FaceEstimate | None]]:
-        """One event per track that shows a face; each with its best crop, for the
-        embedding. ``estimates`` are the tracks' crops' estimates, in order."""
+        """One event per person (a face-only track only when its crops are faces); each
+        with its best crop, for the embedding. ``estimates`` are the tracks' crops'
+        estimates, in order. A watcher looked at the camera for ``people.watcher_min_s``
+        or more; gender and age come only with a watcher's usable face."""
         files = self.models.files
         given = iter(estimates)
         built: list[tuple[Outgoing, FaceCrop | None, FaceEstimate | None]] = []
@@ -206,7 +266,7 @@ class CameraPipeline:
         for track in ended.tracks:
             pairs = [(next(given), crop) for crop in track.crops]
             faces = [(e, c) for e, c in pairs if e.face_score >= self.min_face_score]
-            if pairs and not faces:
+            if pairs and not faces and face_only(track):
                 # The detector followed something that is not a face (the back of a
                 # head, a poster pattern): not a person to count.
                 self.rejected_tracks += 1
@@ -217,6 +277,13 @@ class CameraPipeline:
                     best_face_score=max(e.face_score for e, _ in pairs),
                 )
                 continue
+            dwell = round(track.last_seen - track.first_seen, 3)
+            # A face seen only too small for a crop cannot be checked: its keypoints count.
+            verified = bool(faces) or not pairs
+            attention = min(round(track.attention_s, 3), dwell) if verified else 0.0
+            watcher = verified and attention >= self.people.watcher_min_s
+            if not watcher:
+                faces = []
             gender = age = None
             if faces:
                 gender_p, age_p = combine([e for e, _ in faces], [c.quality for _, c in faces])
@@ -229,11 +296,13 @@ class CameraPipeline:
                 track_id=track.track_id,
                 first_seen=wall_at(track.first_seen),
                 last_seen=wall_at(track.last_seen),
-                dwell_s=round(track.last_seen - track.first_seen, 3),
+                dwell_s=dwell,
                 gender=gender,
                 age=age,
                 direction=track.direction,
                 crops=len(faces),
+                watcher=watcher,
+                attention_s=attention,
                 models=self.models.versions,
             )
             best = max(faces, key=lambda pair: pair[1].quality * pair[0].face_score, default=None)
@@ -306,3 +375,16 @@ def _mark_returns(
             events[i] = event
         returns.remember(embedding, event.camera_id, event.last_seen, event.event_id, previous)
     return events
+
+
+def _intersect(
+    a: tuple[float, float, float, float] | None, b: tuple[float, float, float, float] | None
+) -> tuple[float, float, float, float] | None:
+    """The overlap of two regions (frame fractions; ``None`` is the whole frame)."""
+    if a is None or b is None:
+        return a or b
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    if x2 <= x1 or y2 <= y1:
+        return a  # apart: the camera's own region of interest wins
+    return x1, y1, x2, y2

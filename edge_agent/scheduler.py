@@ -35,6 +35,7 @@ from edge_agent.pipeline import (
     Models,
     estimate_outgoing,
     make_detector,
+    make_person_detector,
 )
 from edge_agent.timing import StageTimes
 
@@ -158,7 +159,11 @@ class Scheduler:
     # Workers ---------------------------------------------------------------------------
 
     def _detect_loop(self, use_loaded: bool) -> None:
-        own = self.models.detector if use_loaded else make_detector(self.config, self.models.files)
+        files = self.models.files
+        own = self.models.detector if use_loaded else make_detector(self.config, files)
+        own_people = (
+            self.models.person_detector if use_loaded else make_person_detector(self.config, files)
+        )
         while (lane := self._ready.get()) is not None:
             with lane.cond:
                 item, lane.item = lane.item, None
@@ -166,7 +171,7 @@ class Scheduler:
             try:
                 if isinstance(item, Frame):
                     self._take_settings(lane)
-                    ended = lane.pipeline.track(item, own)
+                    ended = lane.pipeline.track(item, own, own_people)
                     lane.meter.frame(item.index)
                 else:
                     ended = lane.pipeline.end_stream()
@@ -190,7 +195,7 @@ class Scheduler:
             "camera_settings_applied",
             camera=lane.camera_id,
             config_version=self.live.applied,
-            min_hits=lane.pipeline.tracker.config.min_hits,
+            min_hits=lane.pipeline.tracker.faces.config.min_hits,
             score_threshold=lane.pipeline.score_threshold,
         )
 

@@ -43,6 +43,22 @@ def face_quality(detections: Detections) -> NDArray[np.float32]:
     return quality
 
 
+def offer_crop(
+    crops: list[FaceCrop],
+    crop_source: NDArray[np.uint8],
+    detections: Detections,
+    i: int,
+    quality: float,
+    keep: int,
+) -> None:
+    """Keep face ``i`` in ``crops`` (best first) if it is among the ``keep`` best so far."""
+    if len(crops) >= keep and quality <= crops[-1].quality:
+        return
+    crops.append(FaceCrop.cut(crop_source, detections.boxes[i], detections.keypoints[i], quality))
+    crops.sort(key=lambda c: -c.quality)
+    del crops[keep:]
+
+
 @dataclass(slots=True)
 class Track:
     """One face followed through time on one camera."""
@@ -56,6 +72,9 @@ class Track:
     first_centre: Point | None = None  # face centre at first sight, frame fractions
     last_centre: Point | None = None  # ... and at last sight
     crossing: LineCrossing | None = None  # with a counting line: its side history
+    faces_seen: int = 0  # detections (faces_on_people.observe_face)
+    frontal_seen: int = 0  # ... that looked at the camera
+    attention_s: float = 0.0  # time with a frontal face
 
     def move_to(self, centre: Point) -> None:
         """Record the face centre (normalised) of this frame."""
@@ -79,25 +98,26 @@ class Track:
         keep: int,
     ) -> None:
         """Keep the face as a crop if it is among the ``keep`` best seen so far."""
-        if len(self.crops) >= keep and quality <= self.crops[-1].quality:
-            return
-        crop = FaceCrop.cut(crop_source, detections.boxes[i], detections.keypoints[i], quality)
-        self.crops.append(crop)
-        self.crops.sort(key=lambda c: -c.quality)
-        del self.crops[keep:]
+        offer_crop(self.crops, crop_source, detections, i, quality, keep)
 
 
 class IouTracker:
     """Greedy IoU tracker; ``update`` once per processed frame."""
 
     def __init__(
-        self, config: TrackerConfig, min_face_px: int = 24, line: CountingLine | None = None
+        self,
+        config: TrackerConfig,
+        min_face_px: int = 24,
+        line: CountingLine | None = None,
+        first_id: int = 1,
     ) -> None:
         self.config = config
         self.min_face_px = min_face_px
         self.line = line
         self.active: list[Track] = []
-        self._next_id = 1
+        # (track, detection index) for every face of the last update, matched or new.
+        self.matched: list[tuple[Track, int]] = []
+        self._next_id = first_id
 
     def apply_settings(self, config: TrackerConfig, min_face_px: int) -> None:
         """New settings from the next frame on (a live config); the tracks stay."""
@@ -114,6 +134,7 @@ class IouTracker:
         centres = (detections.boxes[:, :2] + detections.boxes[:, 2:]) / 2.0 / (width, height)
         matched_tracks: set[int] = set()
         matched_faces: set[int] = set()
+        self.matched = []
         for flat in np.argsort(-overlaps, axis=None):
             t_i, d_i = divmod(int(flat), len(detections))
             if overlaps[t_i, d_i] < cfg.iou_match:
@@ -124,6 +145,7 @@ class IouTracker:
             matched_faces.add(d_i)
             self._extend(self.active[t_i], detections, d_i, now, rgb, float(quality[d_i]))
             self.active[t_i].move_to(_point(centres[d_i]))
+            self.matched.append((self.active[t_i], d_i))
         for d_i in range(len(detections)):
             if d_i not in matched_faces:
                 track = Track(self._next_id, now, now, detections.boxes[d_i])
@@ -133,9 +155,14 @@ class IouTracker:
                 self._next_id += 1
                 self._keep_crop(track, detections, d_i, rgb, float(quality[d_i]))
                 self.active.append(track)
+                self.matched.append((track, d_i))
         ended = [t for t in self.active if now - t.last_seen > cfg.max_missed_s]
         self.active = [t for t in self.active if now - t.last_seen <= cfg.max_missed_s]
         return [t for t in ended if t.hits >= cfg.min_hits]
+
+    def remove(self, track: Track) -> None:
+        """Forget a track (another tracker took the person over)."""
+        self.active = [t for t in self.active if t is not track]
 
     def finish(self) -> list[Track]:
         """End every track (the stream is over); return the confirmed ones."""
