@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge_agent.camera.sources import read_frames
-from edge_agent.config import AgentConfig, CameraConfig, TrackerConfig
+from edge_agent.config import AgentConfig, CameraConfig, PeopleConfig, TrackerConfig
 from edge_agent.contract import Direction
 from edge_agent.pipeline import CameraPipeline, load_models
 from edge_agent.tracking.counting_line import CountingLine, Point, camera_line
@@ -154,20 +154,21 @@ SHORT_LINE = ((0.2, 0.0), (0.2, 0.3))  # above the faces: only its extension is 
 
 
 def test_walk_and_pause_directions() -> None:
+    """The face-only path (people detection off): a face's centre crosses the line."""
     cameras = [
         CameraConfig(id="plain", source=str(WALK_AND_PAUSE)),
         CameraConfig(id="left", source=str(WALK_AND_PAUSE), line=LEFT_LINE, in_side="left"),
         CameraConfig(id="right", source=str(WALK_AND_PAUSE), line=RIGHT_LINE, in_side="right"),
         CameraConfig(id="short", source=str(WALK_AND_PAUSE), line=SHORT_LINE, in_side="left"),
     ]
-    config = AgentConfig(cameras=cameras)
+    config = AgentConfig(cameras=cameras, people=PeopleConfig(enabled=False))
     models = load_models(config)
     pipelines = {c.id: CameraPipeline("dev", c.id, config, models) for c in cameras}
     first_x: dict[tuple[str, int], float] = {}  # (camera, track) -> x at first sight
     for frame in read_frames("clip", str(WALK_AND_PAUSE)):
         for camera_id, pipeline in pipelines.items():
             assert not pipeline.process(frame), "everybody is in view until the clip ends"
-            for track in pipeline.tracker.active:
+            for track in pipeline.tracker.faces.active:
                 assert track.first_centre is not None
                 first_x[camera_id, track.track_id] = track.first_centre[0]
     by_x: dict[str, list[Direction | None]] = {}
