@@ -24,32 +24,58 @@ ExportFormat = Literal["csv", "json", "ndjson"]
 
 
 class Counts(BaseModel):
-    """People counted in a span: in total, by gender, by age band and by direction, with
-    first visits against returns and the average age and dwell (every key present)."""
+    """People counted in a span: passers-by (everyone in view, one event each) and
+    watchers (those who faced the camera), attention and dwell, first visits against
+    returns, directions, and the watchers by gender and age band (every key present).
 
-    total: int = 0
-    gender: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(GENDERS, 0))
-    age: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(AGE_BANDS, 0))
+    Gender and age describe watchers: a device estimates them only from a face it saw.
+    Events of 0.1 agents (schema 1) counted faces only, so each is a watcher whose
+    attention is unknown."""
+
+    total: int = Field(
+        default=0, description="People counted: equals passers_by (kept for older clients)."
+    )
+    passers_by: int = Field(
+        default=0, description="Everyone in view, face or not: one event per person."
+    )
+    watchers: int = Field(
+        default=0,
+        description="Passers-by who faced the camera (every event of a 0.1 agent is one).",
+    )
+    watcher_rate: float | None = Field(
+        default=None, description="watchers / passers_by (4 decimals); null when none passed."
+    )
+    mean_attention_s: float | None = Field(
+        default=None,
+        description="Mean seconds watchers faced the camera, over watchers whose attention is "
+        "known (not those of 0.1 agents); null when none (2 decimals).",
+    )
+    mean_dwell_s: float | None = Field(
+        default=None, description="Mean seconds in view over all passers-by (2 decimals)."
+    )
+    gender: dict[str, int] = Field(
+        default_factory=lambda: dict.fromkeys(GENDERS, 0),
+        description="Watchers by gender (they sum to watchers); unknown: the face gave no "
+        "estimate. Passers-by who did not face the camera are not in it.",
+    )
+    age: dict[str, int] = Field(
+        default_factory=lambda: dict.fromkeys(AGE_BANDS, 0),
+        description="Watchers by estimated age band (they sum to watchers).",
+    )
     visitors: int = Field(
         default=0, description="First visits: events whose return_of is null (unique people)."
     )
     returns: int = Field(default=0, description="Returning visitors: total - visitors.")
     avg_age: float | None = Field(
-        default=None, description="Mean estimated age of those with one (2 decimals)."
+        default=None, description="Mean estimated age of the watchers with one (2 decimals)."
     )
-    avg_dwell_s: float | None = Field(default=None, description="Mean dwell in seconds.")
+    avg_dwell_s: float | None = Field(
+        default=None, description="Mean dwell in seconds: equals mean_dwell_s (older clients)."
+    )
     direction: dict[str, int] = Field(
         default_factory=lambda: dict.fromkeys(DIRECTIONS, 0),
-        description="Crossings of the counting line; none: no line or not crossed.",
+        description="Passers-by's crossings of the counting line; none: no line or not crossed.",
     )
-
-    def add(self, gender: str, age_band: str, n: int) -> None:
-        """Count ``n`` people of one gender and band (first visits, no direction)."""
-        self.total += n
-        self.visitors += n
-        self.gender[gender] += n
-        self.age[age_band] += n
-        self.direction["none"] += n
 
 
 class StatsGroup(Counts):
@@ -108,6 +134,13 @@ class EventRecord(BaseModel):
     age_band: str
     direction: str | None
     crops: int
+    watcher: bool = Field(
+        description="The person faced the camera; true for every event of a 0.1 agent "
+        "(schema 1, faces only)."
+    )
+    attention_s: float | None = Field(
+        description="Seconds the person faced the camera; null when unknown (a 0.1 agent)."
+    )
     return_of: uuid.UUID | None = None  # the person's previous visit, when they came back
     models: dict[str, Any]
     received_at: datetime
@@ -344,8 +377,9 @@ class HourCounts(Counts):
 
 
 class CameraDay(BaseModel):
-    """One camera's day: totals (people, gender, age bands, first visits and returns,
-    average age and dwell) and the 24 hours that make them up."""
+    """One camera's day: totals (passers-by and watchers, attention and dwell, the
+    watchers' gender and age bands, first visits and returns, average age) and the 24
+    hours that make them up."""
 
     device_id: str
     camera_id: str

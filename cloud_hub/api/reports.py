@@ -23,8 +23,9 @@ async def get_daily_report(
     day: ReportDay,
     where: CameraScope,
 ) -> Response:
-    """One UTC day per camera: people, male and female, age bands, first visits and
-    returns, average age and dwell, and the same for each hour."""
+    """One UTC day per camera: passers-by and watchers, watcher rate, mean attention and
+    dwell, the watchers by gender and age band, first visits and returns, average age,
+    and the same for each hour."""
     try:
         start, end = day_range(day)
         cameras = await daily_stats(

@@ -24,10 +24,11 @@ async def get_stats(
     where: Dimensions,
     group_by: StatsGroups,
 ) -> Response:
-    """People counted per bucket (minute to month) and in total: by gender, age band and
-    direction, first visits against returns, average age and dwell. Range ``[start,
-    end)`` by each event's ``last_seen``, default the last 24 hours; empty buckets are
-    included with zeros."""
+    """People counted per bucket (minute to month) and in total: passers-by (everyone in
+    view) and watchers (those who faced the camera), watcher rate, mean attention and
+    dwell, the watchers by gender and age band, directions, first visits against
+    returns. Range ``[start, end)`` by each event's ``last_seen``, default the last 24
+    hours; empty buckets are included with zeros."""
     start, end = window.range()
     try:
         totals, buckets = await stats(

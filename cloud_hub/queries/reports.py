@@ -31,8 +31,9 @@ async def daily_stats(
     *,
     max_pairs: int = MAX_GROUPS,
 ) -> list[CameraDay]:
-    """Per camera, one UTC day: totals, gender, age bands, first visits and returns,
-    average age and dwell, and the same for each of its 24 hours. Registered cameras
+    """Per camera, one UTC day: passers-by and watchers, attention and dwell, the
+    watchers' gender and age bands, first visits and returns, average age, and the same
+    for each of its 24 hours. Registered cameras
     that saw nobody are included with zeros.
 
     Each camera is 25 sets of counts: a fleet too large for one report (cameras x 25

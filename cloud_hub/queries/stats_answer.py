@@ -36,8 +36,9 @@ GroupKey = Literal["site", "device", "camera", "gender", "age_band", "direction"
 @dataclass(slots=True)
 class StatsRow:
     """One bucket's people of one gender, age band and direction (and, when grouped,
-    device, camera and site), with the sums behind averages: ``visitors`` are first
-    visits (``returns = events - visitors``)."""
+    device, camera and site), with the sums behind averages: ``events`` are passers-by,
+    ``visitors`` first visits (``returns = events - visitors``), ``watchers`` those who
+    faced the camera; ages and attention are watchers' (attention where known)."""
 
     bucket: datetime
     gender: str
@@ -48,6 +49,9 @@ class StatsRow:
     age_sum: float
     age_n: int
     dwell_sum: float
+    watchers: int
+    attention_sum: float
+    attention_n: int
     device_id: str | None  # null unless per camera (or per site)
     camera_id: str | None
     site: str | None  # null unless per site
@@ -86,7 +90,7 @@ async def stats_rows(
 @dataclass(slots=True)
 class Tally:
     """Sums behind a :class:`Counts` (averages are sums over counts), as one flat list in
-    a cell's order: adding a cell is one pass over 20 numbers (an answer may have tens of
+    a cell's order: adding a cell is one pass over 23 numbers (an answer may have tens of
     thousands of cells)."""
 
     sums: list[Any] = field(default_factory=lambda: [0] * _SUMS_WIDTH)
@@ -97,15 +101,23 @@ class Tally:
 
     def fields(self) -> dict[str, Any]:
         """The :class:`Counts` fields (averages rounded to 2 decimals)."""
-        events, visitors, age_sum, age_n, dwell_sum = self.sums[:5]
+        events, visitors, age_sum, age_n, dwell_sum, watchers, attention_sum, attention_n = (
+            self.sums[:8]
+        )
+        mean_dwell = round(dwell_sum / events, 2) if events else None
         out: dict[str, Any] = {
             "total": events,
+            "passers_by": events,
+            "watchers": watchers,
+            "watcher_rate": round(watchers / events, 4) if events else None,
+            "mean_attention_s": round(attention_sum / attention_n, 2) if attention_n else None,
+            "mean_dwell_s": mean_dwell,
             "visitors": visitors,
             "returns": events - visitors,
             "avg_age": round(age_sum / age_n, 2) if age_n else None,
-            "avg_dwell_s": round(dwell_sum / events, 2) if events else None,
+            "avg_dwell_s": mean_dwell,
         }
-        at = 5
+        at = 8
         for name, values in (
             ("gender", GENDERS),
             ("age", AGE_BANDS),

@@ -19,11 +19,28 @@ _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "direction": DIRECTIONS,
 }
 
+# What a statistics row measures, from raw events (as the rollups do, migration 010) or
+# summed from rollup rows: passers-by (events), first visits, watchers' ages, everyone's
+# dwell, watchers, and watchers' known attention.
 _MEASURES = """count(*) AS events, count(*) FILTER (WHERE e.return_of IS NULL) AS visitors,
-       sum(e.age::double precision) AS age_sum, count(e.age) AS age_n,
-       sum(e.dwell_s::double precision) AS dwell_sum"""
+       sum(e.age::double precision) FILTER (WHERE e.watcher) AS age_sum,
+       count(e.age) FILTER (WHERE e.watcher) AS age_n,
+       sum(e.dwell_s::double precision) AS dwell_sum,
+       count(*) FILTER (WHERE e.watcher) AS watchers,
+       sum(e.attention_s::double precision) FILTER (WHERE e.watcher) AS attention_sum,
+       count(e.attention_s) FILTER (WHERE e.watcher) AS attention_n"""
 _SUMS = """sum(r.events) AS events, sum(r.visitors) AS visitors, sum(r.age_sum) AS age_sum,
-       sum(r.age_n) AS age_n, sum(r.dwell_sum) AS dwell_sum"""
+       sum(r.age_n) AS age_n, sum(r.dwell_sum) AS dwell_sum, sum(r.watchers) AS watchers,
+       sum(r.attention_sum) AS attention_sum, sum(r.attention_n) AS attention_n"""
+# The sums of a row or cell, as the outer statement names them.
+_TOTALS = """sum(s.events)::bigint AS events, sum(s.visitors)::bigint AS visitors,
+       coalesce(sum(s.age_sum), 0) AS age_sum, sum(s.age_n)::bigint AS age_n,
+       coalesce(sum(s.dwell_sum), 0) AS dwell_sum, sum(s.watchers)::bigint AS watchers,
+       coalesce(sum(s.attention_sum), 0) AS attention_sum,
+       sum(s.attention_n)::bigint AS attention_n"""
+# Which measure each dimension's marginals count: gender and age describe watchers (people
+# whose face was seen); directions are everyone's crossings.
+_MARGINAL_OF = {"gender": "watchers", "age_band": "watchers", "direction": "events"}
 
 
 @dataclass(slots=True)
@@ -206,19 +223,18 @@ JOIN stats_hourly_rollup r ON r.device_id = p.device_id
         site = "c.site" if group_site else "NULL::text"
         return f"""SELECT s.bucket, {camera.split(", ")[0]} AS device_id,
        {camera.split(", ")[1]} AS camera_id, {site} AS site,
-       s.gender, s.age_band, s.direction, sum(s.events)::bigint AS events,
-       sum(s.visitors)::bigint AS visitors, coalesce(sum(s.age_sum), 0) AS age_sum,
-       sum(s.age_n)::bigint AS age_n, coalesce(sum(s.dwell_sum), 0) AS dwell_sum
+       s.gender, s.age_band, s.direction, {_TOTALS}
 {self._union(group_site)}
 GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7
 LIMIT {MAX_ROWS + 1}"""
 
     def cells_sql(self, columns: Sequence[str], limit: int) -> str:
         """One row per bucket and group (the ``columns`` asked for, others null), with the
-        sums and each gender's, age band's and direction's events: the answer's cells,
-        summed in the database, so the rows read are as many as the answer holds (the
-        81 gender x age band x direction rows of :meth:`sql` would be up to 81 times
-        more). At most ``limit + 1`` rows, so no estimate can make the hub read more."""
+        sums, each gender's and age band's watchers and each direction's passers-by: the
+        answer's cells, summed in the database, so the rows read are as many as the
+        answer holds (the 81 gender x age band x direction rows of :meth:`sql` would be
+        up to 81 times more). At most ``limit + 1`` rows, so no estimate can make the hub
+        read more."""
         exprs = {"site": "c.site"} | {
             name: f"s.{name}" for name in ("device_id", "camera_id", *_DIMENSIONS)
         }
@@ -227,14 +243,13 @@ LIMIT {MAX_ROWS + 1}"""
             for name in ("device_id", "camera_id", "site", *_DIMENSIONS)
         )
         marginals = ",\n       ".join(
-            f"coalesce(sum(s.events) FILTER (WHERE s.{name} = '{value}'), 0)::bigint AS {name}_{i}"
+            f"coalesce(sum(s.{_MARGINAL_OF[name]}) FILTER (WHERE s.{name} = '{value}'), 0)::bigint"
+            f" AS {name}_{i}"
             for name, values in _DIMENSIONS.items()
             for i, value in enumerate(values)
         )
         return f"""SELECT s.bucket, {keys},
-       sum(s.events)::bigint AS events, sum(s.visitors)::bigint AS visitors,
-       coalesce(sum(s.age_sum), 0) AS age_sum, sum(s.age_n)::bigint AS age_n,
-       coalesce(sum(s.dwell_sum), 0) AS dwell_sum,
+       {_TOTALS},
        {marginals}
 {self._union("site" in columns)}
 GROUP BY 1, 2, 3, 4, 5, 6, 7
@@ -242,9 +257,10 @@ LIMIT {int(limit) + 1}"""
 
 
 # A cell of :meth:`_Statement.cells_sql`: the bucket and six group columns, then its
-# measures: these five sums, then each gender's, age band's and direction's events.
+# measures: the eight sums of ``_TOTALS``, then each gender's and age band's watchers and
+# each direction's passers-by.
 _CELL_KEYS = 7
-_SUMS_WIDTH = 5 + sum(len(values) for values in _DIMENSIONS.values())
+_SUMS_WIDTH = 8 + sum(len(values) for values in _DIMENSIONS.values())
 
 _GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "site": ("site",),

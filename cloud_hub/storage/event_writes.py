@@ -20,7 +20,7 @@ import uuid
 import asyncpg
 
 from cloud_hub.received import Rejected
-from edge_agent.contract import PersonEvent
+from edge_agent.contract import PersonEvent, event_watcher
 
 # Parts of the statement that bench/idempotency.py reuses for the one it replaced, so the
 # two differ by the claim alone. The arrays come in ``_columns`` order; ``INSERT_EVENT_ROWS``
@@ -28,15 +28,16 @@ from edge_agent.contract import PersonEvent
 EVENT_ARRAYS = """unnest(
         $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
         $7::real[], $8::text[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[],
-        $14::text[], $15::integer[], $16::text[], $17::uuid[]
+        $14::text[], $15::integer[], $16::text[], $17::uuid[], $18::boolean[], $19::real[]
     )"""
 EVENT_FIELDS = """event_id, device_id, camera_id, track_id, first_seen, last_seen,
            dwell_s, gender, gender_confidence, age, age_low, age_high, age_confidence,
-           direction, crops, models, return_of"""
+           direction, crops, models, return_of, watcher, attention_s"""
 INSERT_EVENT_ROWS = f"""INSERT INTO person_events ({EVENT_FIELDS})
     SELECT e.event_id, e.device_id, e.camera_id, e.track_id, e.first_seen, e.last_seen,
            e.dwell_s, e.gender, e.gender_confidence, e.age, e.age_low, e.age_high,
-           e.age_confidence, e.direction, e.crops, e.models::jsonb, e.return_of"""
+           e.age_confidence, e.direction, e.crops, e.models::jsonb, e.return_of, e.watcher,
+           e.attention_s"""
 COUNT_NEW_PER_DEVICE = """seen AS (
     -- Devices count only events that were new, so redeliveries do not inflate them.
     INSERT INTO devices AS d (device_id, first_seen, last_seen, events)
@@ -120,6 +121,9 @@ def _columns(events: list[PersonEvent]) -> list[list[object]]:
         [e.crops for e in events],
         [_models_json(e.models) for e in events],
         [e.return_of for e in events],
+        # A schema 1 event (a 0.1 agent, faces only) is a watcher of unknown attention.
+        [event_watcher(e) for e in events],
+        [e.attention_s for e in events],
     ]
 
 

@@ -38,11 +38,18 @@ _LOCK_KEY = 0x4855_4231  # one maintenance round at a time per database
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
-_MEASURES = """count(*), count(*) FILTER (WHERE return_of IS NULL), sum(age::double precision),
-               count(age), sum(dwell_s::double precision)"""
+# The rollups' measures, in their columns' order (migrations 004 and 010): passers-by
+# (events), first visits, the sums behind mean age (watchers' ages: gender and age describe
+# watchers) and mean dwell, watchers, and watchers' known attention.
+_MEASURES = """count(*), count(*) FILTER (WHERE return_of IS NULL),
+               sum(age::double precision) FILTER (WHERE watcher), count(age) FILTER (WHERE watcher),
+               sum(dwell_s::double precision), count(*) FILTER (WHERE watcher),
+               sum(attention_s::double precision) FILTER (WHERE watcher),
+               count(attention_s) FILTER (WHERE watcher)"""
 _DIMENSIONS = """device_id, camera_id, coalesce(gender, 'unknown'), age_band,
                  coalesce(direction, 'none')"""
-_SUMS = "sum(events), sum(visitors), sum(age_sum), sum(age_n), sum(dwell_sum)"
+_SUMS = """sum(events), sum(visitors), sum(age_sum), sum(age_n), sum(dwell_sum), sum(watchers),
+           sum(attention_sum), sum(attention_n)"""
 _ROLLUP_DIMENSIONS = "device_id, camera_id, gender, age_band, direction"
 # What a watermark's advance materialises: hours from raw events, days from those hours.
 _HOURS_FROM_EVENTS = f"""SELECT date_trunc('hour', last_seen, 'UTC'), {_DIMENSIONS}, {_MEASURES}
@@ -127,9 +134,11 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
                 view,
                 s.earliest_event,
             )
+        archive = await conn.fetchval("SELECT to_regclass($1)::text", f"{view}_archive")
         if await conn.fetchval(
             f"""SELECT NOT EXISTS (SELECT 1 FROM {mat})
-                       AND EXISTS (SELECT 1 FROM person_events)"""
+                       AND ($1 OR EXISTS (SELECT 1 FROM person_events))""",
+            archive is not None,
         ):
             log.info("rollup_first_refresh", view=view)
             await conn.execute(
@@ -138,6 +147,35 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
                 timedelta(seconds=s.rollup_lag_s)
                 + (_HOUR if view == "stats_daily" else timedelta()),
             )
+        if archive is not None:
+            await _restore_archive(conn, view, mat)
+
+
+# The columns of the continuous aggregates (migration 010) and of their archives.
+_AGGREGATE_COLUMNS = (
+    f"bucket, {_ROLLUP_DIMENSIONS}, events, visitors, age_sum, age_n, dwell_sum, watchers, "
+    "attention_sum, attention_n"
+)
+
+
+async def _restore_archive(conn: asyncpg.Connection, view: str, mat: str) -> None:
+    """Put back the buckets migration 010 kept aside (``{view}_archive``: those whose raw
+    events retention had dropped, so no refresh can rebuild them) into the recreated
+    aggregate's materialisation, once it has been refreshed: a refresh over them before
+    would have deleted them again. Once, by whichever hub gets here first."""
+    archive = f"{view}_archive"
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        if await conn.fetchval("SELECT to_regclass($1) IS NULL", archive):
+            return
+        # The daily refresh summed what hours were left of those days: the archive's whole
+        # days replace them.
+        await conn.execute(f"DELETE FROM {mat} WHERE bucket IN (SELECT bucket FROM {archive})")
+        restored = await conn.execute(
+            f"INSERT INTO {mat} ({_AGGREGATE_COLUMNS}) SELECT {_AGGREGATE_COLUMNS} FROM {archive}"
+        )
+        await conn.execute(f"DROP TABLE {archive}")
+    log.info("rollup_archive_restored", view=view, rows=int(restored.split()[-1]))
 
 
 async def run_timescaledb_jobs(conn: asyncpg.Connection) -> None:

@@ -24,12 +24,14 @@ def fetch_stats(
 
 
 def format_stats(stats: StatsResponse, *, skip_empty: bool = True) -> str:
-    """Totals, then one row per bucket (empty buckets left out unless asked for)."""
-    columns = ["bucket", "total", *GENDERS, *AGE_BANDS]
+    """Totals, then one row per bucket (empty buckets left out unless asked for): people
+    (passers-by), watchers, and the watchers by gender and age band."""
+    columns = ["bucket", "total", "watchers", *GENDERS, *AGE_BANDS]
     rows = [
         [
             f"{b.start:%Y-%m-%d %H:%M}",
             b.total,
+            b.watchers,
             *(b.gender[g] for g in GENDERS),
             *(b.age[a] for a in AGE_BANDS),
         ]
@@ -37,7 +39,10 @@ def format_stats(stats: StatsResponse, *, skip_empty: bool = True) -> str:
         if b.total or not skip_empty
     ]
     t = stats.totals
-    rows.append(["TOTAL", t.total, *(t.gender[g] for g in GENDERS), *(t.age[a] for a in AGE_BANDS)])
+    rows.append(
+        ["TOTAL", t.total, t.watchers, *(t.gender[g] for g in GENDERS)]
+        + [t.age[a] for a in AGE_BANDS]
+    )
     cells = [columns, *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
 

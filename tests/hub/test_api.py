@@ -159,8 +159,9 @@ def test_stats_and_migrate_commands(
         text=True,
     ).stdout
     total_line = next(line for line in out.splitlines() if line.startswith("TOTAL"))
-    # total, female, male, unknown, then the nine age bands
+    # total, watchers, female, male, unknown, then the nine age bands
     assert total_line.split()[1:] == [
+        "2",
         "2",
         "0",
         "1",

@@ -23,7 +23,15 @@ from cloud_hub.storage.device_writes import store_telemetry
 from edge_agent.contract import Occupancy, PersonEvent
 from tests.conftest import HubFactory, RunningHub
 from tests.hub.conftest import StorageDb
-from tests.hub.test_storage import SITES, dataset, reference, register_cameras, run, store
+from tests.hub.test_storage import (
+    SITES,
+    Measures,
+    dataset,
+    reference,
+    register_cameras,
+    run,
+    store,
+)
 
 Expected = dict[str, Any]
 
@@ -32,34 +40,43 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def counts(ref: dict[Any, tuple[int, int, int, float, float]]) -> Expected:
-    """What a Counts object must say for these reference rows."""
+def counts(ref: dict[Any, Measures]) -> Expected:
+    """What a Counts object must say for these reference rows: gender and age bands count
+    watchers, directions everyone."""
     out: Expected = {
         "total": 0,
+        "watchers": 0,
         "visitors": 0,
         "gender": dict.fromkeys(("female", "male", "unknown"), 0),
         "direction": dict.fromkeys(("in", "out", "none"), 0),
         "age": defaultdict(int),
     }
-    age_n, age_sum, dwell = 0, 0.0, 0.0
-    for (_, gender, band, direction), (events, visitors, n, ages, dwells) in ref.items():
+    age_n, attention_n, age_sum, dwell, attention = 0, 0, 0.0, 0.0, 0.0
+    for (_, gender, band, direction), measures in ref.items():
+        events, visitors, n, watchers, n_attention, ages, dwells, attentions = measures
         out["total"] += events
+        out["watchers"] += watchers
         out["visitors"] += visitors
-        out["gender"][gender] += events
+        out["gender"][gender] += watchers
         out["direction"][direction] += events
-        out["age"][band] += events
+        if watchers:
+            out["age"][band] += watchers
         age_n, age_sum, dwell = age_n + n, age_sum + ages, dwell + dwells
+        attention_n, attention = attention_n + n_attention, attention + attentions
+    out["passers_by"] = out["total"]
     out["returns"] = out["total"] - out["visitors"]
     out["avg_age"] = age_sum / age_n if age_n else None
-    out["avg_dwell_s"] = dwell / out["total"] if out["total"] else None
+    out["avg_dwell_s"] = out["mean_dwell_s"] = dwell / out["total"] if out["total"] else None
+    out["watcher_rate"] = out["watchers"] / out["total"] if out["total"] else None
+    out["mean_attention_s"] = attention / attention_n if attention_n else None
     return out
 
 
 def assert_counts(got: dict[str, Any], want: Expected) -> None:
-    for name in ("total", "visitors", "returns", "gender", "direction"):
+    for name in ("total", "passers_by", "watchers", "visitors", "returns", "gender", "direction"):
         assert got[name] == want[name], name
     assert {k: v for k, v in got["age"].items() if v} == dict(want["age"])
-    for name in ("avg_age", "avg_dwell_s"):
+    for name in ("avg_age", "avg_dwell_s", "mean_dwell_s", "mean_attention_s", "watcher_rate"):
         if want[name] is None:
             assert got[name] is None
         else:

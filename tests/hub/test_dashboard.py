@@ -24,7 +24,14 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cloud_hub.security.apikeys import new_key
-from edge_agent.contract import CameraState, CameraStatus, DeviceState, DeviceStatus, status_topic
+from edge_agent.contract import (
+    CameraState,
+    CameraStatus,
+    DeviceState,
+    DeviceStatus,
+    event_watcher,
+    status_topic,
+)
 from tests.conftest import (
     TEST_ADMIN_KEY,
     TEST_API_KEYS,
@@ -125,7 +132,8 @@ def test_dashboard_in_headless_chromium(
     )
     root = hub.topic_root
 
-    # A registered, named camera, a device that says it is online, and nine people.
+    # A registered, named camera, a device that says it is online, and eleven people:
+    # nine watchers (one from a 0.1 agent, attention unknown) and two passers-by.
     admin = {"X-API-Key": TEST_ADMIN_KEY}
     created = httpx.post(
         f"{hub.base_url}/v1/cameras",
@@ -142,24 +150,32 @@ def test_dashboard_in_headless_chromium(
         cameras=[CameraStatus(camera_id="cam-door", state=CameraState.LIVE, fps=12.5)],
     )
     publish_messages([(status_topic(root, "dev-a"), online.model_dump_json().encode())])
-    door = [
-        ("female", 8.0, 0.1),
-        ("female", 22.0, 1.2),
-        ("female", 30.0, 1.4),
-        ("female", 31.0, 3.5),
-        ("male", 41.0, 5.5),
-        (None, None, 8.5),
+    watch, passer = {"watcher": True}, {"watcher": False, "gender": None, "age": None}
+    door = [  # (hours ago, dwell, what else)
+        (0.1, 6.0, watch | {"gender": "female", "age": 8.0, "attention_s": 3.0}),
+        (1.2, 4.0, watch | {"gender": "female", "age": 22.0, "attention_s": 1.0}),
+        (1.4, 5.0, watch | {"gender": "female", "age": 30.0, "attention_s": 2.5}),
+        (3.5, 3.0, watch | {"gender": "female", "age": 31.0, "attention_s": 1.5}),
+        (5.5, 8.0, watch | {"gender": "male", "age": 41.0, "attention_s": 4.0}),
+        (8.5, 2.0, watch | {"gender": None, "age": None, "attention_s": 0.5}),
+        (0.2, 10.0, passer),
+        (2.3, 7.5, passer),
     ]
-    hall = [("male", 50.0, 2.2), ("male", 60.0, 2.6), ("male", 70.0, 12.5)]
+    hall = [
+        (2.2, 4.0, watch | {"gender": "male", "age": 50.0, "attention_s": 2.0}),
+        (2.6, 6.0, watch | {"gender": "male", "age": 60.0, "attention_s": 3.0}),
+        (12.5, 5.0, {"gender": "male", "age": 70.0, "schema_version": 1}),
+    ]
     events = [
-        make_event("dev-a", "cam-door", gender=g, age=a, last_seen=now - timedelta(hours=h))
-        for g, a, h in door
+        make_event("dev-a", "cam-door", last_seen=now - timedelta(hours=h), dwell_s=d, **kw)
+        for h, d, kw in door
     ] + [
-        make_event("dev-b", "cam-hall", gender=g, age=a, last_seen=now - timedelta(hours=h))
-        for g, a, h in hall
+        make_event("dev-b", "cam-hall", last_seen=now - timedelta(hours=h), dwell_s=d, **kw)
+        for h, d, kw in hall
     ]
+    watchers = [e for e in events if event_watcher(e)]
     publish_event_list(root, events)
-    wait_until(lambda: hub.get("/v1/stats")["totals"]["total"] == 9, what="events stored")
+    wait_until(lambda: hub.get("/v1/stats")["totals"]["total"] == 11, what="events stored")
     wait_until(
         lambda: hub.get("/v1/devices/dev-a")["state"] == "online", what="the device's status"
     )
@@ -192,21 +208,32 @@ def test_dashboard_in_headless_chromium(
         loaded(page, "24h", "")
         assert page.evaluate("sessionStorage.length") == 1
 
-        # Everything: nine people over 24 hourly bars, the split, the ages, two cameras.
-        expect(page.locator("#kpi-total")).to_have_text("9")
+        # Everything: eleven passers-by over 24 hourly bars, nine of them watchers, the
+        # watchers' split and ages, two cameras. By hand: 9 / 11 watch; attention over
+        # the eight schema 2 watchers, (3 + 1 + 2.5 + 1.5 + 4 + 0.5 + 2 + 3) / 8 = 2.19 s;
+        # dwell over everyone, (6 + 4 + 5 + 3 + 8 + 2 + 10 + 7.5 + 4 + 6 + 5) / 11 = 5.5 s.
+        expect(page.locator("#kpi-total")).to_have_text("11")
+        expect(page.locator("#kpi-watchers")).to_have_text("9")
+        expect(page.locator("#kpi-watcher-rate")).to_have_text("81.8%")
+        expect(page.locator("#kpi-attention")).to_have_text("2.2 s")
+        expect(page.locator("#kpi-dwell")).to_have_text("5.5 s")
         expect(page.locator("#kpi-returns")).to_have_text("0")
         bars = traffic(page)
         assert len(bars) == 24
         assert {t: n for t, n in bars.items() if n} == dict(
             Counter(hour(e.last_seen) for e in events)
         )
-        assert gender_split(page) == {"female": 4, "male": 4, "unknown": 1}
+        watching = attrs(page, "#traffic rect.watchers", "data-start", "data-value")
+        assert {datetime.fromisoformat(str(t)): int(str(n)) for t, n in watching} == dict(
+            Counter(hour(e.last_seen) for e in watchers)
+        )
+        assert gender_split(page) == {"female": 4, "male": 4, "unknown": 1}  # watchers only
         expected_ages = dict.fromkeys(AGE_BANDS, 0) | Counter(
-            band(e.age.value if e.age else None) for e in events
+            band(e.age.value if e.age else None) for e in watchers
         )
         assert ages(page) == expected_ages
         assert dict(attrs(page, "#cameras .camera-row", "data-camera", "data-value")) == {
-            "dev-a/cam-door": "6",
+            "dev-a/cam-door": "8",
             "dev-b/cam-hall": "3",
         }
         expect(page.locator("#cameras")).to_contain_text("Main hall")
@@ -215,13 +242,21 @@ def test_dashboard_in_headless_chromium(
         expect(page.locator('#devices tr[data-device="dev-b"] .badge')).to_have_text("unknown")
         # The live feed opens with the last minute's events (stored seconds ago).
         expect(page.locator("#live-state")).to_have_text("live")
-        wait_until(lambda: len(feed_ids(page)) == 9, 15, "the feed's replay")
+        wait_until(lambda: len(feed_ids(page)) == 11, 15, "the feed's replay")
         assert set(feed_ids(page)) == {str(e.event_id) for e in events}
+        expect(page.locator("#feed li .passing")).to_have_count(2)
+        first_watcher = page.locator(f'#feed li[data-event-id="{events[0].event_id}"]')
+        expect(first_watcher.locator(".watch")).to_have_text("watching 3.0 s")
 
-        # The camera filter: only the hall's three men, everywhere but the comparison.
+        # The camera filter: only the hall's three men, everywhere but the comparison; the
+        # 0.1 agent's one watches with unknown attention: (2 + 3) / 2.
         page.select_option("#camera", "dev-b/cam-hall")
         loaded(page, "24h", "dev-b/cam-hall")
         expect(page.locator("#kpi-total")).to_have_text("3")
+        expect(page.locator("#kpi-watchers")).to_have_text("3")
+        expect(page.locator("#kpi-watcher-rate")).to_have_text("100.0%")
+        expect(page.locator("#kpi-attention")).to_have_text("2.5 s")
+        expect(page.locator("#kpi-dwell")).to_have_text("5.0 s")
         assert gender_split(page) == {"female": 0, "male": 3, "unknown": 0}
         assert {b: n for b, n in ages(page).items() if n} == {"45-54": 1, "55-64": 1, "65+": 1}
         assert sum(traffic(page).values()) == 3
@@ -249,11 +284,12 @@ def test_dashboard_in_headless_chromium(
         assert len(bars) == 60 and sum(bars.values()) == 1
         expect(page.locator("#kpi-total")).to_have_text("1")
 
-        # Back to everything for the screenshot: ten people; the feed replays its minute.
+        # Back to everything for the screenshot: twelve people; the feed replays its minute.
         page.select_option("#range", "24h")
         page.select_option("#camera", "")
         loaded(page, "24h", "")
-        expect(page.locator("#kpi-total")).to_have_text("10")
+        expect(page.locator("#kpi-total")).to_have_text("12")
+        expect(page.locator("#kpi-watchers")).to_have_text("10")
         expect(page.locator("#live-state")).to_have_text("live")
         wait_until(lambda: str(new.event_id) in feed_ids(page), 15, "the feed again")
         OUTPUT_DIR.mkdir(exist_ok=True)

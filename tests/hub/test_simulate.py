@@ -24,7 +24,7 @@ from tests.conftest import MQTT_HOST, MQTT_PORT, HubFactory, RunningHub, wait_un
 
 EVENT_COLUMNS = """event_id, device_id, camera_id, track_id, first_seen, last_seen, dwell_s,
     gender, gender_confidence, age, age_low, age_high, age_confidence, direction, crops,
-    models, return_of"""
+    models, return_of, watcher, attention_s"""
 
 
 def _devices(hub: RunningHub, prefix: str) -> dict[str, dict[str, Any]]:
@@ -48,7 +48,8 @@ def _clear_retained(root: str, device_ids: list[str]) -> None:
 
 
 def _row_as_event(row: Any) -> PersonEvent:
-    """Rebuild the contract model from a stored row (validates it again)."""
+    """Rebuild the contract model from a stored row (validates it again). A row without
+    attention is a schema 1 event (schema 2 always carries it), whose watcher is implied."""
     gender = (
         None
         if row["gender"] is None
@@ -64,8 +65,12 @@ def _row_as_event(row: Any) -> PersonEvent:
             "confidence": row["age_confidence"],
         }
     )
+    schema_1 = row["attention_s"] is None
     return PersonEvent.model_validate(
         {
+            "schema_version": 1 if schema_1 else 2,
+            "watcher": None if schema_1 else row["watcher"],
+            "attention_s": row["attention_s"],
             "event_id": row["event_id"],
             "device_id": row["device_id"],
             "camera_id": row["camera_id"],
@@ -142,10 +147,10 @@ def test_simulated_fleet_is_stored_as_sent(hub_factory: HubFactory, db: Any) -> 
     for row in rows:
         event = _row_as_event(row)
         original = sent[event.event_id]
-        assert event.model_dump(exclude={"dwell_s", "gender", "age"}) == original.model_dump(
-            exclude={"dwell_s", "gender", "age"}
-        )
+        inexact = {"dwell_s", "attention_s", "gender", "age"}
+        assert event.model_dump(exclude=inexact) == original.model_dump(exclude=inexact)
         assert abs(event.dwell_s - original.dwell_s) < 1e-3  # stored as real
+        assert abs((event.attention_s or 0) - (original.attention_s or 0)) < 1e-3
         assert (event.gender is None) == (original.gender is None)
         assert (event.age is None) == (original.age is None)
         if original.gender is not None:
@@ -154,6 +159,8 @@ def test_simulated_fleet_is_stored_as_sent(hub_factory: HubFactory, db: Any) -> 
     # naming an earlier first visit of the same device.
     genders = {e.gender.value for e in sent.values() if e.gender}
     assert genders == {"female", "male"}
+    assert {e.watcher for e in sent.values()} == {True, False}  # watchers and passers-by
+    assert all(e.gender is None and e.age is None for e in sent.values() if not e.watcher)
     returns = [e for e in sent.values() if e.return_of is not None]
     assert 0 < len(returns) < len(sent) // 3
     for event in returns:

@@ -21,12 +21,15 @@ from cloud_hub.settings import HubSettings
 from cloud_hub.storage import rollups
 from cloud_hub.storage.db import Backend, detect_backend, migrate, open_pool, prepare_database
 from cloud_hub.storage.event_writes import store_batch
-from edge_agent.contract import Direction, PersonEvent
+from edge_agent.contract import Direction, PersonEvent, event_watcher
 from tests.conftest import make_event
 from tests.hub.conftest import StorageDb
 
 T = TypeVar("T")
 Key = tuple[datetime, str, str, str]
+# Per key: events (passers-by), first visits, ages counted, watchers, attentions counted
+# (exact), then the sums of ages, dwell and attention (approximate: real columns).
+Measures = tuple[int, int, int, int, int, float, float, float]
 SITES = {("dev-a", "cam-1"): "lobby", ("dev-a", "cam-2"): "street", ("dev-b", "cam-1"): "lobby"}
 
 
@@ -106,9 +109,10 @@ def reference(
     device_id: str | None = None,
     camera_id: str | None = None,
     site: str | None = None,
-) -> dict[Key, tuple[int, int, int, float, float]]:
-    """What the stats must say, aggregated here from the events themselves."""
-    acc: dict[Key, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
+) -> dict[Key, Measures]:
+    """What the stats must say, aggregated here from the events themselves: ages and
+    attention are watchers' (a schema 1 event is a watcher of unknown attention)."""
+    acc: dict[Key, list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0.0, 0.0, 0.0])
     for e in events:
         if not start <= e.last_seen < end:
             continue
@@ -124,26 +128,35 @@ def reference(
             _band(None if age is None else _f32(age)),
             e.direction.value if e.direction else "none",
         )
+        watcher = event_watcher(e)
+        attention = e.attention_s if watcher else None
         row = acc[key]
         row[0] += 1
         row[1] += e.return_of is None
-        row[2] += age is not None
-        row[3] += _f32(age) if age is not None else 0.0
-        row[4] += _f32(e.dwell_s)
-    return {k: (int(v[0]), int(v[1]), int(v[2]), v[3], v[4]) for k, v in acc.items()}
+        row[2] += watcher and age is not None
+        row[3] += watcher
+        row[4] += attention is not None
+        row[5] += _f32(age) if watcher and age is not None else 0.0
+        row[6] += _f32(e.dwell_s)
+        row[7] += _f32(attention) if attention is not None else 0.0
+    return {
+        k: (int(v[0]), int(v[1]), int(v[2]), int(v[3]), int(v[4]), v[5], v[6], v[7])
+        for k, v in acc.items()
+    }
 
 
-def answer(
-    db: StorageDb, *args: Any, **kwargs: Any
-) -> dict[Key, tuple[int, int, int, float, float]]:
+def answer(db: StorageDb, *args: Any, **kwargs: Any) -> dict[Key, Measures]:
     rows = run(with_pool(db, lambda pool: queries.stats_rows(pool, *args, **kwargs)))
     return {
         (r.bucket, r.gender, r.age_band, r.direction): (
             r.events,
             r.visitors,
             r.age_n,
+            r.watchers,
+            r.attention_n,
             r.age_sum,
             r.dwell_sum,
+            r.attention_sum,
         )
         for r in rows
     }
@@ -152,12 +165,14 @@ def answer(
 def assert_same(got: dict[Key, Any], want: dict[Key, Any]) -> None:
     assert set(got) == set(want), sorted(set(got) ^ set(want))
     for key, value in want.items():
-        assert got[key][:3] == value[:3], key
-        assert got[key][3:] == pytest.approx(value[3:], rel=1e-6, abs=1e-3), key
+        assert got[key][:5] == value[:5], key
+        assert got[key][5:] == pytest.approx(value[5:], rel=1e-6, abs=1e-3), key
 
 
 def dataset(now: datetime, count: int = 600, seed: int = 7) -> list[PersonEvent]:
-    """Events over the last ~3 days, every dimension varied, some on exact boundaries."""
+    """Events over the last ~3 days, every dimension varied, some on exact boundaries:
+    schema 2 watchers, passers-by who never faced the camera (no gender, no age) and
+    schema 1 events of 0.1 agents (watchers of unknown attention)."""
     rng = random.Random(seed)
     events = []
     for i in range(count):
@@ -166,14 +181,20 @@ def dataset(now: datetime, count: int = 600, seed: int = 7) -> list[PersonEvent]
         when = now - timedelta(seconds=rng.uniform(60, 3 * 86400))
         if i % 50 == 0:  # exactly on an hour, or a midnight
             when = rollups.floor_hour(when) if i % 100 else rollups.floor_day(when)
+        dwell = round(rng.uniform(0.5, 120), 2)
+        kind = rng.choice(["watcher", "watcher", "passer-by", "schema 1"])
+        face = kind != "passer-by"
         event = make_event(
             device,
             camera,
             last_seen=when,
-            dwell_s=round(rng.uniform(0.5, 120), 2),
-            gender=rng.choice(["female", "male", None]),
-            age=rng.choice([None, rng.uniform(1, 90)]),
+            dwell_s=dwell,
+            gender=rng.choice(["female", "male", None]) if face else None,
+            age=rng.choice([None, rng.uniform(1, 90)]) if face else None,
             track_id=i,
+            watcher=face,
+            attention_s=round(rng.uniform(0, dwell), 2) if face else 0.0,
+            schema_version=1 if kind == "schema 1" else 2,
         )
         updates: dict[str, Any] = {"direction": rng.choice([Direction.IN, Direction.OUT, None])}
         if rng.random() < 0.2:
@@ -298,7 +319,11 @@ def test_stats_answer_what_raw_events_say(storage: StorageDb) -> None:
     expected = [e for e in events if start <= e.last_seen < end]
     assert totals.total == len(expected) == sum(b.total for b in buckets)
     assert len(buckets) == 51
-    assert totals.gender["unknown"] == sum(1 for e in expected if e.gender is None)
+    # Gender describes watchers: passers-by who never faced the camera are not "unknown".
+    watchers = [e for e in expected if event_watcher(e)]
+    assert totals.watchers == len(watchers) < totals.passers_by == totals.total
+    assert totals.gender["unknown"] == sum(1 for e in watchers if e.gender is None)
+    assert sum(totals.gender.values()) == sum(totals.age.values()) == len(watchers)
 
 
 def test_newest_and_late_events_at_the_watermark(storage: StorageDb) -> None:
@@ -388,7 +413,9 @@ def test_compression_and_retention(storage: StorageDb) -> None:
 def test_upgrade_from_a_deployed_database(storage: StorageDb) -> None:
     """A database at migration 002 with events in it (as deployed) upgrades in place."""
     now = datetime.now(UTC)
-    events = dataset(now, 200)
+    # What a deployed hub held: schema 1 events of 0.1 agents (watchers, attention unknown).
+    schema_1 = {"schema_version": 1, "watcher": None, "attention_s": None}
+    events = [e.model_copy(update=schema_1) for e in dataset(now, 200)]
 
     async def old_hub(conn: asyncpg.Connection) -> None:
         await migrate(conn, settings_for(storage), up_to=2)
@@ -426,6 +453,7 @@ def test_upgrade_from_a_deployed_database(storage: StorageDb) -> None:
     ] + (["007_fleet_rollups.plain.sql"] if storage.backend == "plain" else []) + [
         f"008_event_ids.{storage.backend}.sql",
         "009_rejected_topic.sql",
+        f"010_watchers.{storage.backend}.sql",
     ]
     register_cameras(storage)
     assert store(storage, events) == set()  # the copied rows still dedupe redeliveries

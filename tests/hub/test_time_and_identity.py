@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_hub.settings import HubSettings
-from cloud_hub.storage import rollups
 from cloud_hub.storage.db import ensure_database, migrate, prepare_database
 from tests.conftest import RunningHub, event_topic, make_event, publish_messages
 from tests.edge.broker_tools import clear_retained, publish_retained
 from tests.hub.conftest import StorageDb
+from tests.hub.old_hub import old_plain_round
 
 # The bounds as docs/mqtt-contract.md states them (not imported from the code under test).
 EARLIEST = datetime(2020, 1, 1, tzinfo=UTC)
@@ -53,6 +53,7 @@ def _raw(event_id: uuid.UUID, device: str, first: str, last: str, dwell: float =
     """An event's JSON with the times given as text, exactly as a device would send them."""
     data = json.loads(make_event(device, "cam-1").model_dump_json())
     data.update(event_id=str(event_id), first_seen=first, last_seen=last, dwell_s=dwell)
+    data.update(attention_s=dwell / 2)  # schema 2: attention within the dwell
     return json.dumps(data).encode()
 
 
@@ -377,7 +378,7 @@ def test_rows_stored_before_times_were_bounded_do_not_stop_the_upkeep(
             )
             # The old hub rolled them up: their buckets are materialised.
             if storage.backend == "plain":
-                await rollups.maintain(conn, settings_)
+                await old_plain_round(conn)
             else:
                 for view in ("stats_hourly", "stats_daily"):
                     await conn.execute("CALL refresh_continuous_aggregate($1, NULL, NULL)", view)

@@ -138,10 +138,18 @@ function drawTraffic(stats, range) {
     const x = L + i * slot + (slot - bar) / 2;
     const rect = el("rect", {
       x, y: y(b.total), width: bar, height: y(0) - y(b.total), class: "bar",
-      "data-start": b.start, "data-value": b.total,
+      "data-start": b.start, "data-value": b.total, "data-watchers": b.watchers,
     });
-    svg.append(titled(rect, `${bucketLabel(b.start, stats.bucket)}: ${fmt(b.total)} people ` +
-      `(${fmt(b.gender.female)} female, ${fmt(b.gender.male)} male)`));
+    const label = `${bucketLabel(b.start, stats.bucket)}: ${fmt(b.total)} passers-by, ` +
+      `${fmt(b.watchers)} watchers (${fmt(b.gender.female)} female, ${fmt(b.gender.male)} male)`;
+    svg.append(titled(rect, label));
+    // Watchers are some of the passers-by: a darker bar over the foot of theirs.
+    if (b.watchers) {
+      svg.append(titled(el("rect", {
+        x, y: y(b.watchers), width: bar, height: y(0) - y(b.watchers), class: "watchers",
+        "data-start": b.start, "data-value": b.watchers,
+      }), label));
+    }
     if (i % every === 0) {
       svg.append(text(x + bar / 2, H - 10, bucketLabel(b.start, stats.bucket), { class: "axis", "text-anchor": "middle" }));
     }
@@ -215,7 +223,7 @@ function cameraName(id, names = state.names, max = 40) {
 }
 
 function drawCameras(groups, names, selected) {
-  const rows = groups.map((g) => ({ id: cameraKey(g.key), total: g.total, returns: g.returns }))
+  const rows = groups.map((g) => ({ id: cameraKey(g.key), total: g.total, watchers: g.watchers, returns: g.returns }))
     .sort((a, b) => b.total - a.total || a.id.localeCompare(b.id));
   if (!rows.length) {
     $("cameras").replaceChildren(html("p", { class: "muted" }, ["No camera counted anyone in this range."]));
@@ -233,7 +241,7 @@ function drawCameras(groups, names, selected) {
     const width = ((W - LBL - NUM) * r.total) / max;
     g.append(text(0, 16, cameraName(r.id, names, 20), { class: "label" }));
     g.append(titled(el("rect", { x: LBL, y: 3, width: Math.max(width, 1), height: row - 8, class: "bar" }),
-      `${names.get(r.id) || r.id}: ${r.total} people, ${r.returns} returns`));
+      `${names.get(r.id) || r.id}: ${r.total} passers-by, ${r.watchers} watchers, ${r.returns} returns`));
     g.append(text(LBL + width + 6, 16, fmt(r.total), { class: "value" }));
     g.addEventListener("click", () => {
       $("camera").value = r.id === selected ? "" : r.id;
@@ -244,12 +252,18 @@ function drawCameras(groups, names, selected) {
   $("cameras").replaceChildren(svg);
 }
 
+const seconds = (s) => (s === null || s === undefined ? "–" : `${s.toFixed(1)} s`);
+
 function drawKpis(totals) {
-  $("kpi-total").textContent = fmt(totals.total);
+  $("kpi-total").textContent = fmt(totals.passers_by);
+  $("kpi-watchers").textContent = fmt(totals.watchers);
+  $("kpi-watcher-rate").textContent =
+    totals.watcher_rate === null ? "–" : `${(100 * totals.watcher_rate).toFixed(1)}%`;
+  $("kpi-attention").textContent = seconds(totals.mean_attention_s);
+  $("kpi-dwell").textContent = seconds(totals.mean_dwell_s);
   $("kpi-visitors").textContent = fmt(totals.visitors);
   $("kpi-returns").textContent = fmt(totals.returns);
   $("kpi-age").textContent = totals.avg_age === null ? "–" : totals.avg_age.toFixed(1);
-  $("kpi-dwell").textContent = totals.avg_dwell_s === null ? "–" : `${totals.avg_dwell_s.toFixed(1)} s`;
   $("kpi-inout").textContent = `${fmt(totals.direction.in)} / ${fmt(totals.direction.out)}`;
 }
 
@@ -376,6 +390,12 @@ function addFeed(event) {
     html("span", { class: `badge fill-${gender}` }, [gender]),
     html("span", { class: "band" }, [ageBand(event.age)]),
     html("span", { class: "dwell" }, [`${event.dwell_s.toFixed(1)} s`]),
+    // A 0.1 agent's event (no watcher field) was always a face: a watcher.
+    event.watcher === false
+      ? html("span", { class: "passing" }, ["passing"])
+      : html("span", { class: "watch" }, [
+        event.attention_s === null || event.attention_s === undefined
+          ? "watching" : `watching ${event.attention_s.toFixed(1)} s`]),
     ...(event.direction ? [html("span", { class: "direction" }, [event.direction])] : []),
     ...(event.return_of ? [html("span", { class: "return" }, ["return"])] : []),
   ]);
