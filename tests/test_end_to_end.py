@@ -1,8 +1,9 @@
 """Camera to REST through real parts: agent -> Mosquitto -> hub -> PostgreSQL -> /v1/stats.
 
-The clip shows two women and a man walking up and stopping. The agent runs as its own
-process with its service command, the hub as another; the test only watches the broker
-and asks the API.
+One clip shows two women and a man walking up and stopping, facing the camera (three
+passers-by, three watchers); the other six people walking in one at a time with their
+backs to it (six passers-by, no watcher). The agent runs as its own process with its
+service command, the hub as another; the test only watches the broker and asks the API.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import pytest
 from edge_agent.contract import PersonEvent
 from tests.conftest import MQTT_HOST, MQTT_PORT, RunningHub, publish_messages, wait_until
 from tests.mqtt_subscriber import Subscriber
-from tests.paths import WALK_AND_PAUSE
+from tests.paths import VIDEO, WALK_AND_PAUSE
+
+ONE_BY_ONE = VIDEO / "intel_one-by-one-person-detection.mp4"
 
 
-def write_agent_config(path: Path, topic_root: str, device_id: str) -> Path:
+def write_agent_config(
+    path: Path, topic_root: str, device_id: str, source: Path = WALK_AND_PAUSE
+) -> Path:
     path.write_text(
         f"""device_id = "{device_id}"
 state_dir = "{path.parent / "agent-state"}"
@@ -33,10 +38,48 @@ topic_root = "{topic_root}"
 
 [[cameras]]
 id = "entrance"
-source = "{WALK_AND_PAUSE}"
+source = "{source}"
 """
     )
     return path
+
+
+def run_agent(config: Path) -> None:
+    """The agent's service command over the config's clip, to its end."""
+    agent = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+    assert agent.returncode == 0, agent.stderr[-3000:]
+
+
+def test_people_with_their_backs_to_the_camera_are_passers_by(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    device_id = f"e2e-{uuid.uuid4().hex[:6]}"
+    config = write_agent_config(tmp_path / "agent.toml", hub.topic_root, device_id, ONE_BY_ONE)
+    run_agent(config)
+    query = f"/v1/stats?device_id={device_id}&bucket=day"
+    stats = wait_until(
+        lambda: (s := hub.get(query))["totals"]["passers_by"] >= 6 and s, 30, "six stored events"
+    )
+    totals = stats["totals"]
+    assert (totals["passers_by"], totals["watchers"]) == (6, 0)
+    assert totals["watcher_rate"] == 0.0 and totals["mean_attention_s"] is None
+    assert totals["mean_dwell_s"] > 5.0  # each stands at the table for seconds
+    assert totals["gender"] == {"female": 0, "male": 0, "unknown": 0}  # watchers only
 
 
 def test_three_people_counted_once_each(
@@ -46,23 +89,7 @@ def test_three_people_counted_once_each(
     config = write_agent_config(tmp_path / "agent.toml", hub.topic_root, device_id)
     recorder = Subscriber(hub.topic_root)
     try:
-        agent = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edge_agent.cli",
-                "--log-format",
-                "json",
-                "run",
-                "--config",
-                str(config),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=dict(os.environ),
-        )
-        assert agent.returncode == 0, agent.stderr[-3000:]
+        run_agent(config)
         wait_until(lambda: len(recorder.received()) >= 3, 20, "the agent's events on the broker")
     finally:
         recorder.close()
@@ -86,7 +113,8 @@ def test_three_people_counted_once_each(
             )
     totals = stats["totals"]
     assert len(messages) == 3, "each person must be published exactly once"
-    assert totals["total"] == 3
+    assert totals["total"] == totals["passers_by"] == totals["watchers"] == 3
+    assert totals["watcher_rate"] == 1.0 and totals["mean_attention_s"] > 1.0
     assert totals["gender"] == {"female": 2, "male": 1, "unknown": 0}
     assert totals["age"]["unknown"] == 0, "every person must have an age"
     assert len({e.event_id for e in events}) == 3
