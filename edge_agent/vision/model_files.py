@@ -27,6 +27,7 @@ __all__ = [
     "DetectorVariant",
     "FaceApiSpec",
     "ModelFiles",
+    "PersonDetectorSpec",
     "Precision",
     "locate_models",
 ]
@@ -59,6 +60,9 @@ _FACEAPI_SUFFIX: Final[Mapping[Precision, str]] = MappingProxyType(
     {"fp32": "", "fp16": "_fp16", "int8": "_int8"}
 )
 _FACEAPI_KEYS: Final = tuple(b + s for b in _FACEAPI_BASES for s in _FACEAPI_SUFFIX.values())
+# Person detectors: every entry with this task (optional, verified when listed); the config
+# names one by its manifest key (``PeopleConfig.model``).
+_PERSON_TASK: Final = "person_detection"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,31 @@ class FaceApiSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PersonDetectorSpec:
+    """A person detector (NanoDet heads): input float32 ``[1, 3, H, W]``, raw 0..255 in
+    ``color_order``, sides multiples of ``size_multiple`` (``input_size``: default longer
+    side); per stride ``s`` one ``[1, num_classes + 4 * (reg_max + 1), H / s, W / s]`` output:
+    class logits, then box-side distribution logits (left, top, right, bottom)."""
+
+    key: str  # manifest key = the name PeopleConfig.model uses
+    path: Path
+    input_name: str
+    input_size: int
+    size_multiple: int
+    color_order: str  # "BGR" or "RGB"
+    means: tuple[float, float, float]  # in color_order
+    stds: tuple[float, float, float]
+    normalization_in_graph: bool
+    output_names: tuple[str, ...]  # one per stride
+    strides: tuple[int, ...]
+    num_classes: int
+    person_class: int
+    reg_max: int
+    center_offset: float  # cell x is centred at (x + center_offset) * stride
+    nms_iou: float
+
+
+@dataclass(frozen=True, slots=True)
 class ModelFiles:
     """Verified model paths plus the manifest constants the agent needs to use them."""
 
@@ -132,6 +161,20 @@ class ModelFiles:
     manifest: Mapping[str, Any]  # the whole parsed manifest, for anything else
     # face-api networks by manifest key, those the manifest lists (faceapi_age_gender(), ...)
     faceapi: Mapping[str, FaceApiSpec] = field(default_factory=lambda: MappingProxyType({}))
+    person_detectors: Mapping[str, PersonDetectorSpec] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def person_detector(self, name: str) -> PersonDetectorSpec:
+        """The person detector ``PeopleConfig.model`` names; FileNotFoundError when the
+        manifest lists no such model (an older build, or a typo in the configuration)."""
+        if name not in self.person_detectors:
+            have = sorted(self.person_detectors) or "none"
+            raise FileNotFoundError(
+                f"{self.root} has no person detector {name!r} (it has {have}); "
+                "rebuild with models/build.py"
+            )
+        return self.person_detectors[name]
 
     def detector(self, variant: DetectorVariant) -> DetectorSpec:
         """The detector the configuration names (``DetectorConfig.model``)."""
@@ -238,7 +281,8 @@ def _load(root: Path) -> ModelFiles:
     if missing:
         raise ValueError(f"{manifest_path} lacks models {missing}; {_BUILD_HINT}")
     try:
-        optional = (*_OPTIONAL, *_FACEAPI_KEYS)
+        people = (key for key, m in models.items() if m.get("task") == _PERSON_TASK)
+        optional = (*_OPTIONAL, *_FACEAPI_KEYS, *people)
         listed = (*_REQUIRED, *(key for key in optional if key in models))
         paths = {key: _verified(root, models[key]) for key in listed}
         return _assemble(root, manifest, paths)
@@ -328,8 +372,36 @@ def _faceapi_specs(
     return MappingProxyType(specs)
 
 
+def _person_spec(key: str, path: Path, entry: Mapping[str, Any]) -> PersonDetectorSpec:
+    shape, pre, post = entry["input"]["shape"], entry["preprocessing"], entry["postprocessing"]
+    if entry["input"]["layout"] != "NCHW" or int(shape[1]) != 3:
+        raise ValueError(f"{key}: expected a 3-channel NCHW input, got {shape}")
+    norm = pre["normalization"]
+    b0, b1, b2 = _floats(norm["means"])
+    s0, s1, s2 = _floats(norm["stds"])
+    return PersonDetectorSpec(
+        key=key,
+        path=path,
+        input_name=str(entry["input"]["name"]),
+        input_size=int(pre["input_size"]),
+        size_multiple=int(pre["size_multiple"]),
+        color_order=str(pre["color_order"]),
+        means=(b0, b1, b2),
+        stds=(s0, s1, s2),
+        normalization_in_graph=bool(norm["in_graph"]),
+        output_names=tuple(str(o["name"]) for o in entry["outputs"]),
+        strides=tuple(int(o["stride"]) for o in entry["outputs"]),
+        num_classes=int(post["num_classes"]),
+        person_class=int(post["person_class"]),
+        reg_max=int(post["reg_max"]),
+        center_offset=float(post["center_offset"]),
+        nms_iou=float(post["nms_iou"]),
+    )
+
+
 def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]) -> ModelFiles:
     models = manifest["models"]
+    people = {key for key, entry in models.items() if entry.get("task") == _PERSON_TASK}
     for key in _OPTIONAL:
         if key in models and models[key]["input"] != models[key.removesuffix("_int8")]["input"]:
             raise ValueError(f"{key} and its fp32 model disagree on the input tensor")
@@ -371,4 +443,7 @@ def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]
         versions=MappingProxyType({str(m["name"]): str(m["version"]) for m in models.values()}),
         manifest=MappingProxyType(dict(manifest)),
         faceapi=_faceapi_specs(models, paths),
+        person_detectors=MappingProxyType(
+            {k: _person_spec(k, p, models[k]) for k, p in paths.items() if k in people}
+        ),
     )
