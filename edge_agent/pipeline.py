@@ -203,8 +203,11 @@ class CameraPipeline:
         ended: list[Person] = []
         people_detected = False
         if self.tracker.people is not None and people_detector is not None:
-            if self._next_people_at is None or frame.t >= self._next_people_at:
-                self._next_people_at = frame.t + 1.0 / self.people.detect_fps
+            period = 1.0 / self.people.detect_fps
+            due = self._next_people_at
+            # Due, or the stream's clock went back (a reopened source starts again at 0).
+            if due is None or frame.t >= due or frame.t < due - period:
+                self._next_people_at = frame.t + period
                 people = None
                 if self.motion.moved(frame.rgb, frame.t):
                     with self.times.stage("detect_people"):
@@ -237,6 +240,7 @@ class CameraPipeline:
         from a reopened source whose clock starts again."""
         origin = self._origin or (self.clock.monotonic(), None)
         self._origin = None
+        self._next_people_at = None
         return EndedTracks(self, self.tracker.finish(), *origin)
 
     def process(self, frame: Frame) -> list[PersonEvent]:
