@@ -154,7 +154,7 @@ class PeopleConfig(_Section):
     detect_fps: float = Field(default=5.0, gt=0, le=60, description="Person detections/s.")
     iou_match: float = Field(default=0.2, gt=0, lt=1)
     max_missed_s: float = Field(
-        default=1.5, gt=0, description="Unseen this long (motion-predicted meanwhile): gone."
+        default=1.0, gt=0, description="Unseen this long (motion-predicted meanwhile): gone."
     )
     min_hits: int = Field(default=3, ge=1, description="Detections before a person counts.")
     threads: int = Field(default=1, ge=1, le=16, description="Inference threads per camera.")

@@ -120,7 +120,12 @@ class PersonTracker:
     ) -> list[PersonTrack]:
         """Match one detection step's boxes to tracks; return confirmed tracks that ended."""
         cfg = self.config
-        tracks = self.active
+        # Unseen for too long before this detection: gone, whatever this frame shows (a
+        # newcomer on the same spot is someone else).
+        expired = [t for t in self.active if now - t.last_seen > cfg.max_missed_s]
+        tracks = [t for t in self.active if now - t.last_seen <= cfg.max_missed_s]
+        ended: list[PersonTrack] = [t for t in expired if t.hits >= cfg.min_hits]
+        self.discarded += len(expired) - len(ended)
         for track in tracks:
             track._motion.predict(now)
         keep = detections.scores >= cfg.score_threshold
@@ -143,7 +148,6 @@ class PersonTracker:
         stage(tentative, rest, reach_iou(predicted[tentative], reach, boxes[rest]))
 
         survivors: list[PersonTrack] = []
-        ended: list[PersonTrack] = []
         patience = cfg.max_missed_s
         for i, track in enumerate(tracks):
             if i in matches:
@@ -168,10 +172,13 @@ class PersonTracker:
 
     def hold(self, now: float) -> None:
         """Detection was skipped because the scene did not move: tracks matched at the last
-        update stay seen at ``now``, where they were; lost ones keep their clocks."""
+        update stay seen at ``now``, where they were, and count it as a detection (the
+        detector would have found the same boxes again, so a person who appears and
+        stands still is confirmed); lost ones keep their clocks."""
         for track in self.active:
             if track._matched:
                 track.last_seen = max(track.last_seen, now)
+                track.hits += 1
                 track._motion.hold(now)
 
     def predicted(self, now: float) -> list[tuple[PersonTrack, NDArray[np.float32]]]:

@@ -228,7 +228,19 @@ def test_hold_keeps_tracks_seen_where_they_were() -> None:
     assert track.last_seen == pytest.approx(3.9) and tracker.in_view() == 1
     np.testing.assert_allclose(tracker.predicted(3.9)[0][1], box)
     assert tracker.update(detections([(330, 400, 200, 0.9)]), 4.0, SIZE) == []
-    assert tracker.active == [track] and track.hits == 11
+    assert tracker.active == [track] and track.hits == 10 + 30 + 1  # a hold is a hit
+
+
+def test_someone_who_appears_and_stands_still_is_confirmed() -> None:
+    """Detection runs once when they appear, then the scene stands still: each skipped
+    detection would have found them again, so they become a person."""
+    tracker = PersonTracker(CONFIG)
+    tracker.update(detections([(300, 400, 200, 0.9)]), 0.0, SIZE)
+    for i in range(1, 4):
+        tracker.hold(i / 5)
+    assert tracker.in_view() == 1
+    (gone,) = tracker.update(detections([]), 2.5, SIZE)
+    assert gone.hits == 4 and gone.last_seen == pytest.approx(0.6)
 
 
 def test_hold_does_not_revive_a_lost_track() -> None:
@@ -275,3 +287,17 @@ def test_assignment_is_one_to_one_and_maximal() -> None:
     assert assign(overlaps, 0.58) == [(0, 0)]
     assert assign(np.zeros((0, 3), np.float32), 0.2) == []
     assert assign(overlaps.T.copy(), 0.2) == [(0, 1), (1, 0)]
+
+
+def test_a_newcomer_on_the_same_spot_after_max_missed_s_is_someone_else() -> None:
+    """The first person left (unseen longer than max_missed_s, nothing detected meanwhile
+    because nothing moved); the next one stands exactly where they stood."""
+    tracker = PersonTracker(CONFIG)
+    for i in range(10):
+        tracker.update(detections([(300, 400, 200, 0.9)]), i / 10, SIZE)
+    tracker.update(detections([]), 1.0, SIZE)
+    late = 0.9 + CONFIG.max_missed_s + 0.1
+    (first,) = tracker.update(detections([(300, 400, 200, 0.9)]), late, SIZE)
+    assert first.last_seen == pytest.approx(0.9)
+    (second,) = tracker.active
+    assert second is not first and second.first_seen == pytest.approx(late)
