@@ -124,7 +124,12 @@ class PeopleTracker:
         is_frontal = frontal(faces)
         quality = face_quality(faces) if len(faces) else np.zeros(0, np.float32)
         owner = np.full(len(faces), -1, np.intp)
-        predicted = self.people.predicted(now) if self.people is not None else []
+        # Faces go to confirmed people only: a tentative box may yet vanish, and the face
+        # tracker keeps the face meanwhile (merged into the person once confirmed).
+        predicted = []
+        if self.people is not None:
+            min_hits = self.people.config.min_hits
+            predicted = [(t, box) for t, box in self.people.predicted(now) if t.hits >= min_hits]
         if predicted:
             owner = assign_faces(np.stack([box for _, box in predicted]), faces)
         for i in np.flatnonzero(owner >= 0):

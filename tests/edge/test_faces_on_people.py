@@ -149,3 +149,16 @@ def test_faces_are_looked_for_around_heads_only_when_that_is_small() -> None:
     assert x1 < 108 / 640 and x2 > 188 / 640 and y1 < 60 / 360 and y2 < 320 / 360
     tracker.people_step(person(0, 0, 640, 360), 4 / 15, SIZE)  # someone fills the frame
     assert tracker.face_region(4 / 15, SIZE) is None
+
+
+def test_a_face_in_a_box_that_is_never_confirmed_still_counts() -> None:
+    """The person detector saw someone once (a tentative track, then nothing): their face,
+    seen on every frame, is not lost with the box."""
+    tracker = PeopleTracker(PeopleConfig(), TrackerConfig(), 24)
+    tracker.people_step(person(100, 60, 180, 320), 0.0, SIZE)
+    for i in range(6):
+        if i == 3:
+            tracker.people_step(Detections.empty(), i / 15, SIZE)
+        tracker.faces_step(face_at(140, 90), i / 15, FRAME)
+    (gone,) = tracker.finish()
+    assert face_only(gone) and gone.faces_seen == 6
