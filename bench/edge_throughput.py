@@ -9,8 +9,8 @@ counter instead of MQTT) runs for ``--seconds``:
   and dropped per second, per-stage p50/p95, CPU (cores busy), peak RSS and RSS growth;
 * saturated: files read as fast as the agent takes them, so its frames per second is its
   capacity; beside it the floor: per camera a loop that only decodes and detects the same
-  frames (people at the agent's ``people.detect_fps`` on the media clock, faces on every
-  frame), the loops sharing as many detector pairs as the agent has workers. The agent
+  frames (people at the agent's ``people.detect_fps``, faces at its ``detector.detect_fps``,
+  on the media clock), the loops sharing as many detector pairs as the agent has workers. The agent
   also tracks, estimates and publishes, but looks for faces only while someone is in view
   and skips still scenes, so it can beat its floor.
 
@@ -206,18 +206,21 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
         detectors.put((make_detector(config, files), make_person_detector(config, files)))
     counts = [0] * spec["cameras"]
     period = 1.0 / config.people.detect_fps
+    face_period = 1.0 / config.detector.detect_fps
 
     def camera(i: int) -> None:
         clip = spec["clips"][i % len(spec["clips"])]
         while not stop.is_set():
-            next_people = 0.0
+            next_people = next_faces = 0.0
             for frame in read_frames(f"cam{i}", clip):
                 faces, people = detectors.get()
                 try:
                     if people is not None and frame.t >= next_people:
                         next_people = frame.t + period
                         people.detect(frame.rgb)
-                    faces.detect(frame.rgb)
+                    if frame.t >= next_faces:
+                        next_faces = frame.t + face_period
+                        faces.detect(frame.rgb)
                 finally:
                     detectors.put((faces, people))
                 counts[i] += 1

@@ -170,6 +170,9 @@ class DetectorConfig(_Section):
     score_threshold: float = Field(default=0.6, gt=0, lt=1)
     min_face_px: int = Field(default=24, ge=8, description="Smaller faces are not estimated.")
     threads: int = Field(default=1, ge=1, le=16, description="Inference threads per camera.")
+    detect_fps: float = Field(
+        default=8.0, gt=0, le=120, description="Face detections/s while someone is in view."
+    )
 
 
 ModelSetName = Literal[

@@ -170,6 +170,8 @@ class CameraPipeline:
         self.rejected_tracks = 0  # face-only tracks the face mesh did not take for faces
         self.still_frames = 0  # person detections skipped: nothing moved
         self._next_people_at: float | None = None
+        self._next_faces_at: float | None = None
+        self.faces_fps = config.detector.detect_fps
         self.times = times or StageTimes()
         self.on_event = on_event
         self.returns = returns
@@ -182,6 +184,7 @@ class CameraPipeline:
         estimator (which every camera shares). Call between frames, in the thread
         detecting for this camera."""
         self.score_threshold = config.detector.score_threshold
+        self.faces_fps = config.detector.detect_fps
         self.people = config.people
         self.tracker.apply_settings(config.people, config.tracker, config.detector.min_face_px)
         self.models.estimator.apply_settings(config.estimator)
@@ -203,11 +206,8 @@ class CameraPipeline:
         ended: list[Person] = []
         people_detected = False
         if self.tracker.people is not None and people_detector is not None:
-            period = 1.0 / self.people.detect_fps
-            due = self._next_people_at
-            # Due, or the stream's clock went back (a reopened source starts again at 0).
-            if due is None or frame.t >= due or frame.t < due - period:
-                self._next_people_at = frame.t + period
+            if _due(self._next_people_at, frame.t, self.people.detect_fps):
+                self._next_people_at = frame.t + 1.0 / self.people.detect_fps
                 people = None
                 if self.motion.moved(frame.rgb, frame.t):
                     with self.times.stage("detect_people"):
@@ -219,10 +219,15 @@ class CameraPipeline:
                     self.still_frames += 1
                 with self.times.stage("track"):
                     ended += self.tracker.people_step(people, frame.t, (width, height))
-            look_for_faces = people_detected or self.tracker.anyone()
+            # Someone in view: faces at their own rate; nobody: on person-detection frames
+            # (a close-up face the person detector misses still counts).
+            look_for_faces = people_detected or (
+                self.tracker.anyone() and _due(self._next_faces_at, frame.t, self.faces_fps)
+            )
         else:
-            look_for_faces = True
+            look_for_faces = _due(self._next_faces_at, frame.t, self.faces_fps)
         if look_for_faces:
+            self._next_faces_at = frame.t + 1.0 / self.faces_fps
             region = None if people_detected else self.tracker.face_region(frame.t, (width, height))
             with self.times.stage("detect"):
                 faces = detect_in_roi(
@@ -240,7 +245,7 @@ class CameraPipeline:
         from a reopened source whose clock starts again."""
         origin = self._origin or (self.clock.monotonic(), None)
         self._origin = None
-        self._next_people_at = None
+        self._next_people_at = self._next_faces_at = None
         return EndedTracks(self, self.tracker.finish(), *origin)
 
     def process(self, frame: Frame) -> list[PersonEvent]:
@@ -392,3 +397,9 @@ def _intersect(
     if x2 <= x1 or y2 <= y1:
         return a  # apart: the camera's own region of interest wins
     return x1, y1, x2, y2
+
+
+def _due(next_at: float | None, t: float, rate: float) -> bool:
+    """Time for a detection at ``rate`` per second: due, never done, or the stream's
+    clock went back (a reopened source starts again at 0)."""
+    return next_at is None or t >= next_at or t < next_at - 1.0 / rate
