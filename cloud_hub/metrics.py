@@ -29,6 +29,15 @@ BATCH_SIZE = Histogram(
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
 QUEUE_DEPTH = Gauge("hub_ingest_queue_depth", "Messages received but not yet written and acked.")
+INGEST_LAG = Gauge(
+    "hub_ingest_lag_seconds",
+    "Seconds from the arrival of the oldest message of the last committed batch to its commit "
+    "(the hub's own delay; a device's outbox backlog is not in it).",
+)
+LAST_COMMIT = Gauge(
+    "hub_ingest_last_commit_timestamp_seconds",
+    "Unix time of the last committed batch (when ingest started, until one is).",
+)
 DB_ERRORS = Counter("hub_db_errors_total", "Failed database writes (retried with backoff).")
 REDIS_ERRORS = Counter("hub_redis_errors_total", "Failed or skipped live-cache updates.")
 MQTT_CONNECTED = Gauge("hub_mqtt_connected", "1 while the hub is connected to the broker.")

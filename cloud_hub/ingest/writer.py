@@ -78,6 +78,7 @@ class BatchWriter:
         self._cache_task: asyncio.Task[None] | None = None
         self.db_ok = True
         self.last_commit: float | None = None
+        metrics.LAST_COMMIT.set_to_current_time()
 
     def start(self) -> None:
         """Start the task that updates Redis after each commit."""
@@ -105,6 +106,9 @@ class BatchWriter:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(batch))
         self.last_commit = time.time()
+        metrics.LAST_COMMIT.set(self.last_commit)
+        oldest = min((item.received_at for item in batch), default=self.last_commit)
+        metrics.INGEST_LAG.set(self.last_commit - oldest)
 
         self._ack(batch)
         for bad in rejected:
