@@ -303,6 +303,32 @@ class ReturnsConfig(_Section):
     )
 
 
+class HomeAssistantConfig(_Section):
+    """Home Assistant MQTT discovery, and the plain topics it (and Node-RED) reads
+    (edge_agent/device/home_assistant.py; docs/edge-agent.md, Home Assistant)."""
+
+    discovery: bool = Field(
+        default=False,
+        description="Announce the device's entities (people in view and today per camera, "
+        "connectivity) as retained discovery configs; off again: they are removed.",
+    )
+    prefix: str = Field(
+        default="homeassistant",
+        pattern=r"^[^#+/]+(/[^#+/]+)*$",
+        description="Home Assistant's discovery prefix (its birth message is {prefix}/status).",
+    )
+    plain_topics: bool = Field(
+        default=False,
+        description="Publish the plain availability topic and each camera's daily count even "
+        "without discovery (which turns them on).",
+    )
+
+    @property
+    def topics_on(self) -> bool:
+        """Whether the availability and counts topics are published."""
+        return self.discovery or self.plain_topics
+
+
 class AgentConfig(_Section):
     """The whole agent."""
 
@@ -323,6 +349,7 @@ class AgentConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     returns: ReturnsConfig = ReturnsConfig()
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
 
     @classmethod

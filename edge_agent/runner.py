@@ -26,6 +26,7 @@ from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock, ClockGate, Publi
 from edge_agent.delivery.outbox import Outbox, default_state_dir
 from edge_agent.delivery.publisher import MqttPublisher
 from edge_agent.device.health_server import HealthServer
+from edge_agent.device.home_assistant import DailyCounts, HomeAssistantLink
 from edge_agent.device.live_config import LiveSettings, describe_error
 from edge_agent.device.metrics import AgentMetrics
 from edge_agent.device.status_board import StatusBoard
@@ -224,6 +225,11 @@ def run_agent(
         publisher.status_changed()
 
     publisher.subscribe_config(desired_topic, on_config)
+    counts = DailyCounts([c.id for c in config.cameras], clock)
+    link: HomeAssistantLink | None = None
+    if HomeAssistantLink.wanted(config, state_dir):  # [home_assistant]: plain topics, discovery
+        link = HomeAssistantLink(config, publisher, counts, state_dir, clock)
+        link.attach()
     publisher.start()
     meters = [CameraMeter(c.id) for c in config.cameras]
     telemetry = Telemetry(publisher, device, meters, outbox, live, clock)
@@ -232,7 +238,7 @@ def run_agent(
         target=telemetry.run, args=(telemetry_stop,), name="telemetry", daemon=True
     )
     reporter.start()
-    gate = ClockGate(publisher.publish, clock)
+    gate = ClockGate(counts.counting(publisher.publish), clock)
     server: HealthServer | None = None
     if config.metrics.port:
         metrics = AgentMetrics(meters, outbox, publisher, board, gate)
@@ -253,6 +259,8 @@ def run_agent(
     reporter.join(timeout=5)
     if server is not None:
         server.close()
+    if link is not None:
+        link.close()
     left = publisher.close()
     log.info("agent_stopped", events=sent, unacknowledged=left)
     return sent

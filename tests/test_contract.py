@@ -18,6 +18,7 @@ from edge_agent.contract import (
     FLAT_EVENT_FIELDS,
     MAX_PAYLOAD_BYTES,
     Channel,
+    DailyCount,
     DesiredConfig,
     DetectorSettings,
     DeviceHealth,
@@ -34,6 +35,7 @@ from edge_agent.contract import (
     TrackerSettings,
     config_subscription,
     config_topic,
+    counts_topic,
     csv_cell,
     event_watcher,
     events_subscription,
@@ -367,6 +369,7 @@ def test_parse_topic_round_trips_every_channel() -> None:
         health_topic(ROOT, "dev-1"),
         occupancy_topic(ROOT, "dev-1", "cam-1"),
         config_topic(ROOT, "dev-1"),
+        counts_topic(ROOT, "dev-1", "cam-1"),
     ]
     parsed = [parse_topic(topic) for topic in built]
     assert [p.channel for p in parsed] == list(Channel)
@@ -607,6 +610,7 @@ def test_channels_describe_every_contract_topic() -> None:
         DeviceHealth,
         Occupancy,
         DesiredConfig,
+        DailyCount,
     }
 
 

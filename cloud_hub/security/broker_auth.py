@@ -197,7 +197,14 @@ def acl_block(topic_root: str = DEFAULT_TOPIC_ROOT, hub_user: str = DEFAULT_HUB_
         f"pattern write {r}/v1/%u/occupancy/+\n"
         f"pattern write {r}/v1/%u/status\n"
         f"pattern write {r}/v1/%u/health\n"
+        f"pattern write {r}/v1/%u/counts/+\n"
+        f"pattern write {r}/v1/%u/availability\n"
         f"pattern read {r}/v1/%u/config\n"
+        f"# Home Assistant discovery (optional, the default prefix): a device announces its\n"
+        f"# own entities (node id = device id; ids with '.' need their own line) and hears\n"
+        f"# Home Assistant's birth message.\n"
+        f"pattern write homeassistant/+/%u/+/config\n"
+        f"pattern read homeassistant/status\n"
         f"# END audience topic_root={r}\n"
     )
 

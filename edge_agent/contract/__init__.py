@@ -17,7 +17,9 @@ Its modules, each importable on its own; every name is also importable from here
 - :mod:`~edge_agent.contract.device_messages`: status, health, occupancy, desired config;
 - :mod:`~edge_agent.contract.topics`: channels, topic builders, subscriptions, topic parsers;
 - :mod:`~edge_agent.contract.parsing`: validating a received topic and payload together;
-- :mod:`~edge_agent.contract.broker_tls`: credentials and TLS for a client of the broker.
+- :mod:`~edge_agent.contract.broker_tls`: credentials and TLS for a client of the broker;
+- :mod:`~edge_agent.contract.home_assistant`: Home Assistant MQTT discovery configs (the
+  one module whose names are imported from it, not from here: only the agent needs them).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edge_agent.contract.device_messages import (
     CameraHealth,
     CameraState,
     CameraStatus,
+    DailyCount,
     DesiredConfig,
     DetectorSettings,
     DeviceHealth,
@@ -53,6 +56,7 @@ from edge_agent.contract.ids import ID_PATTERN, IdString, uuid7
 from edge_agent.contract.ids import ID_PATTERN as _ID_PATTERN  # its name before the split
 from edge_agent.contract.parsing import (
     MAX_PAYLOAD_BYTES,
+    parse_daily_count,
     parse_desired_config,
     parse_event,
     parse_health,
@@ -68,6 +72,8 @@ from edge_agent.contract.times import (
     UtcDatetime,
 )
 from edge_agent.contract.topics import (
+    AVAILABILITY_OFFLINE,
+    AVAILABILITY_ONLINE,
     CHANNELS,
     DEFAULT_TOPIC_ROOT,
     TOPIC_VERSION,
@@ -75,8 +81,11 @@ from edge_agent.contract.topics import (
     ChannelSpec,
     DeviceTopic,
     EventTopic,
+    availability_topic,
     config_subscription,
     config_topic,
+    counts_subscription,
+    counts_topic,
     events_subscription,
     health_subscription,
     health_topic,
@@ -90,6 +99,8 @@ from edge_agent.contract.topics import (
 )
 
 __all__ = [
+    "AVAILABILITY_OFFLINE",
+    "AVAILABILITY_ONLINE",
     "CHANNELS",
     "CONTRACT_VERSION",
     "DEFAULT_TIME_BOUNDS",
@@ -108,6 +119,7 @@ __all__ = [
     "CameraStatus",
     "Channel",
     "ChannelSpec",
+    "DailyCount",
     "DesiredConfig",
     "DetectorSettings",
     "DeviceHealth",
@@ -127,8 +139,11 @@ __all__ = [
     "TimeBounds",
     "TrackerSettings",
     "UtcDatetime",
+    "availability_topic",
     "config_subscription",
     "config_topic",
+    "counts_subscription",
+    "counts_topic",
     "csv_cell",
     "event_watcher",
     "events_subscription",
@@ -137,6 +152,7 @@ __all__ = [
     "health_topic",
     "occupancy_subscription",
     "occupancy_topic",
+    "parse_daily_count",
     "parse_desired_config",
     "parse_event",
     "parse_event_topic",

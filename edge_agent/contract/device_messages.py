@@ -6,6 +6,7 @@ the desired configuration a fleet pushes (retained on the device's ``config`` to
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Final, Literal
 
@@ -162,6 +163,24 @@ class Occupancy(StrictModel):
     camera_id: IdString
     at: UtcDatetime
     people: int = Field(ge=0, le=10_000, description="Faces in view now.")
+
+
+class DailyCount(StrictModel):
+    """People one camera has seen since local midnight, retained on
+    ``{root}/v1/{device_id}/counts/{camera_id}``.
+
+    One person event is one person; the count starts again at 0 when the device's local
+    date changes (``day``), so a consumer can treat it as a meter that resets daily.
+    """
+
+    schema_version: Literal[1] = CONTRACT_VERSION
+    device_id: IdString
+    camera_id: IdString
+    day: date = Field(description="The device's local date the count is for.")
+    at: UtcDatetime
+    people: int = Field(
+        ge=0, le=100_000_000, description="Person events since local midnight on that day."
+    )
 
 
 class DetectorSettings(StrictModel):

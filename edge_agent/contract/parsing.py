@@ -16,7 +16,13 @@ from typing import Final, TypeVar
 
 from pydantic import BaseModel
 
-from edge_agent.contract.device_messages import DesiredConfig, DeviceHealth, DeviceStatus, Occupancy
+from edge_agent.contract.device_messages import (
+    DailyCount,
+    DesiredConfig,
+    DeviceHealth,
+    DeviceStatus,
+    Occupancy,
+)
 from edge_agent.contract.events import PersonEvent
 from edge_agent.contract.times import DEFAULT_TIME_BOUNDS, TimeBounds
 from edge_agent.contract.topics import (
@@ -88,7 +94,7 @@ def _on(channel: Channel, where: DeviceTopic) -> DeviceTopic:
 
 
 # A device's report on itself: from the topic's device (and camera), at a time in bounds.
-_Report = TypeVar("_Report", DeviceStatus, DeviceHealth, Occupancy)
+_Report = TypeVar("_Report", DeviceStatus, DeviceHealth, Occupancy, DailyCount)
 
 
 def _parse_report(
@@ -100,7 +106,7 @@ def _parse_report(
     bounds: TimeBounds,
 ) -> _Report:
     where, report = _parse_device_message(channel, model, topic, payload, root)
-    camera_id = report.camera_id if isinstance(report, Occupancy) else None
+    camera_id = report.camera_id if isinstance(report, Occupancy | DailyCount) else None
     _same_device(where, report.device_id, camera_id)
     bounds.check("at", report.at)
     return report
@@ -138,6 +144,20 @@ def parse_occupancy(
     """Validate an occupancy message; its device and camera must be the topic's, its time
     in bounds."""
     return _parse_report(Channel.OCCUPANCY, Occupancy, topic, payload, root, bounds)
+
+
+def parse_daily_count(
+    topic: str | DeviceTopic,
+    payload: bytes,
+    root: str = DEFAULT_TOPIC_ROOT,
+    bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
+) -> DailyCount | None:
+    """Validate a camera's count of the day; ``None`` for an empty (cleared) retained
+    payload. Its device and camera must be the topic's, its time in bounds."""
+    if not payload:
+        _channel_topic(Channel.COUNTS, topic, root)
+        return None
+    return _parse_report(Channel.COUNTS, DailyCount, topic, payload, root, bounds)
 
 
 def parse_desired_config(

@@ -15,7 +15,13 @@ from typing import Final, Literal
 
 from pydantic import BaseModel
 
-from edge_agent.contract.device_messages import DesiredConfig, DeviceHealth, DeviceStatus, Occupancy
+from edge_agent.contract.device_messages import (
+    DailyCount,
+    DesiredConfig,
+    DeviceHealth,
+    DeviceStatus,
+    Occupancy,
+)
 from edge_agent.contract.events import PersonEvent
 from edge_agent.contract.fields import CONTRACT_VERSION
 from edge_agent.contract.ids import checked_id, is_valid_id
@@ -72,6 +78,7 @@ class Channel(StrEnum):
     HEALTH = "health"
     OCCUPANCY = "occupancy"
     CONFIG = "config"
+    COUNTS = "counts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,9 @@ CHANNELS: Final[Mapping[Channel, ChannelSpec]] = MappingProxyType(
         ),
         Channel.CONFIG: ChannelSpec(
             DesiredConfig, 1, True, False, False, "Run-time settings pushed to the device."
+        ),
+        Channel.COUNTS: ChannelSpec(
+            DailyCount, 1, True, True, True, "People seen since local midnight, per camera."
         ),
     }
 )
@@ -142,6 +152,25 @@ def config_topic(root: str, device_id: str) -> str:
     return str(DeviceTopic(root, checked_id(device_id, "device_id"), Channel.CONFIG))
 
 
+def counts_topic(root: str, device_id: str, camera_id: str) -> str:
+    """``{root}/v1/{device_id}/counts/{camera_id}``: retained DailyCount of one camera."""
+    device = checked_id(device_id, "device_id")
+    return str(DeviceTopic(root, device, Channel.COUNTS, checked_id(camera_id, "camera_id")))
+
+
+# The plain availability topic: not a JSON channel (so not in CHANNELS), one word.
+AVAILABILITY_ONLINE: Final = "online"
+AVAILABILITY_OFFLINE: Final = "offline"
+
+
+def availability_topic(root: str, device_id: str) -> str:
+    """``{root}/v1/{device_id}/availability``: retained, QoS 1, exactly ``online`` or
+    ``offline`` (plain text, for consumers that do not parse JSON). Set on connect and on
+    a clean stop only: the last will is the JSON status, so after an unclean disconnect
+    this topic still says ``online``; the status topic is the authority."""
+    return f"{root}/{TOPIC_VERSION}/{checked_id(device_id, 'device_id')}/availability"
+
+
 def subscription(channel: Channel, root: str = DEFAULT_TOPIC_ROOT) -> str:
     """The wildcard filter for one channel of every device (and every camera)."""
     base = f"{root}/{TOPIC_VERSION}/+/{channel.value}"
@@ -166,6 +195,11 @@ def occupancy_subscription(root: str = DEFAULT_TOPIC_ROOT) -> str:
 def config_subscription(root: str = DEFAULT_TOPIC_ROOT) -> str:
     """``{root}/v1/+/config``: every device's desired config (for a fleet tool or the hub)."""
     return subscription(Channel.CONFIG, root)
+
+
+def counts_subscription(root: str = DEFAULT_TOPIC_ROOT) -> str:
+    """``{root}/v1/+/counts/+``: every camera's count of the day."""
+    return subscription(Channel.COUNTS, root)
 
 
 def parse_topic(topic: str, root: str = DEFAULT_TOPIC_ROOT) -> DeviceTopic:

@@ -23,8 +23,9 @@ Delivery, end to end:
   absorbs.
 
 Besides events the publisher carries the device's retained status (and its last will),
-QoS 0 telemetry (health, occupancy) while connected, and the retained config
-subscription.
+QoS 0 telemetry (health, occupancy) while connected, the retained config
+subscription, and for edge_agent/device/home_assistant.py more retained messages
+(``publish_retained``), subscriptions (``subscribe``) and connect listeners.
 
 Locking rule: paho calls ``on_publish`` while holding its own mutex, which
 ``client.publish`` also takes, so no lock of ours is ever held across a paho call.
@@ -105,6 +106,8 @@ class MqttPublisher:
         self._status_ready: Callable[[], bool] = lambda: True
         self._last_will = b""
         self._config_sub: tuple[str, ConfigHandler] | None = None
+        self._subscriptions: dict[str, ConfigHandler] = {}  # more topics -> handler
+        self._connect_listeners: list[Callable[[], None]] = []
         self._pump = threading.Thread(target=self._run_pump, name="mqtt-pump", daemon=True)
         self.connected = threading.Event()
         self._closing = False
@@ -134,6 +137,15 @@ class MqttPublisher:
         """Subscribe to the retained desired config on every connect; ``handler`` gets
         each payload on paho's thread (it must be quick and must not wait on paho)."""
         self._config_sub = (topic, handler)
+
+    def subscribe(self, topic: str, handler: ConfigHandler) -> None:
+        """Subscribe to ``topic`` (QoS 1, no wildcards) on every connect; ``handler`` as for
+        :meth:`subscribe_config`."""
+        self._subscriptions[topic] = handler
+
+    def on_connected(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on paho's thread: quick, no paho calls) after every connect."""
+        self._connect_listeners.append(listener)
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect in the background; wait up to ``timeout_s`` for the first CONNACK.
@@ -180,6 +192,21 @@ class MqttPublisher:
             else:
                 self._ephemeral[info.mid] = generation
         return True
+
+    def publish_retained(self, topic: str, payload: bytes) -> bool:
+        """A retained QoS 1 message now, while connected (False when not); :meth:`close`
+        waits for its PUBACK like the status's, :meth:`retained_pending` tells."""
+        if not self.connected.is_set():
+            return False
+        info = self._client.publish(topic, payload, qos=1, retain=True)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        self._track(info.mid, _STATUS)
+        return True
+
+    def retained_pending(self) -> bool:
+        """Whether a retained message (status or :meth:`publish_retained`) awaits its PUBACK."""
+        return self._status_pending()
 
     def unacknowledged(self) -> int:
         """Events in the outbox the broker has not acknowledged yet."""
@@ -337,6 +364,11 @@ class MqttPublisher:
                 self._config_sub[1](bytes(msg.payload))
             except Exception:
                 log.exception("config_handler_failed")
+        elif (handler := self._subscriptions.get(msg.topic)) is not None:
+            try:
+                handler(bytes(msg.payload))
+            except Exception:
+                log.exception("message_handler_failed", topic=msg.topic)
 
     def _on_connect(
         self,
@@ -352,6 +384,8 @@ class MqttPublisher:
         log.info("mqtt_connected", host=self.config.host, protocol=self.config.protocol)
         if self._config_sub is not None:
             client.subscribe(self._config_sub[0], qos=1)
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
         self.connected.set()
         with self._wake:
             # QoS 0 packets of the last connection were dropped with it.
@@ -359,6 +393,8 @@ class MqttPublisher:
             self._ephemeral.clear()
             self._status_due = self._work = True
             self._wake.notify()
+        for listener in self._connect_listeners:
+            listener()
 
     def _on_disconnect(
         self,

@@ -20,7 +20,7 @@ import json
 import sys
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ from edge_agent.contract import (
     CameraState,
     CameraStatus,
     Channel,
+    DailyCount,
     DesiredConfig,
     DetectorSettings,
     DeviceHealth,
@@ -139,6 +140,13 @@ def examples() -> dict[Channel, list[tuple[str, BaseModel]]]:
         estimator=EstimatorSettings(tta=False),
         health_interval_s=30.0,
     )
+    today = DailyCount(
+        device_id="shop-12-door",
+        camera_id="cam-1",
+        day=date(2026, 11, 24),
+        at=_EXAMPLE_AT,
+        people=37,
+    )
     return {
         Channel.EVENTS: [("personEvent", event), ("passerBy", passer_by)],
         Channel.STATUS: [
@@ -148,6 +156,7 @@ def examples() -> dict[Channel, list[tuple[str, BaseModel]]]:
         Channel.HEALTH: [("health", health)],
         Channel.OCCUPANCY: [("occupancy", occupancy)],
         Channel.CONFIG: [("desiredConfig", config)],
+        Channel.COUNTS: [("dailyCount", today)],
     }
 
 
@@ -178,6 +187,12 @@ _DESCRIPTIONS: Final = {
         "to its configuration file. The device reports the applied `version`, or "
         "`config_error`, in its status."
     ),
+    Channel.COUNTS: (
+        "Retained, QoS 1, only with the agent's `[home_assistant]` discovery or plain_topics "
+        "on: person events since local midnight per camera, sent when the count changes "
+        "and on every connect; back to 0 when the device's local date (`day`) changes. An "
+        "empty retained payload clears it."
+    ),
 }
 
 _OPERATION_IDS: Final = {
@@ -186,6 +201,7 @@ _OPERATION_IDS: Final = {
     Channel.HEALTH: "sendDeviceHealth",
     Channel.OCCUPANCY: "sendOccupancy",
     Channel.CONFIG: "receiveDesiredConfig",
+    Channel.COUNTS: "sendDailyCount",
 }
 
 
