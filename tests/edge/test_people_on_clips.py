@@ -92,3 +92,18 @@ def test_other_clips_count_the_hand_counted_people(clip: str) -> None:
     events = analyse(clip)
     assert len(events) == expected["people"]
     assert sum(event_watcher(e) for e in events) == expected["watchers"]
+
+
+def test_a_reopened_source_is_watched_again_from_its_first_frame() -> None:
+    """A looped file or a reconnected camera starts its clock at 0 again: the second pass
+    finds the same people (person detection was once never due again)."""
+    config = AgentConfig(cameras=[CameraConfig(id="cam", source=str(WALK_AND_PAUSE))])
+    pipeline = CameraPipeline("dev", "cam", config, load_models(config))
+    passes = []
+    for _ in range(2):
+        events: list[PersonEvent] = []
+        for frame in read_frames("cam", str(WALK_AND_PAUSE), start=START):
+            events += pipeline.process(frame)
+        events += pipeline.finish()
+        passes.append(len(events))
+    assert passes == [3, 3]
