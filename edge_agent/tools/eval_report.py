@@ -6,6 +6,7 @@ import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edge_agent.tools.eval_metrics import REFERENCE_FEMALE_PRIOR, FemaleShare
 from edge_agent.tools.evaluate import ADULT_AGE, MAX_AGE_FOR_MAE, Prediction, Scores
 
 
@@ -35,16 +36,30 @@ def format_report(columns: dict[str, Scores], images: int, folder: Path) -> str:
     def ms(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
+    def span(v: FemaleShare | None) -> str:
+        return "n/a" if v is None else f"{100 * v.low:.1f}-{100 * v.high:.1f}%"
+
+    def share(v: FemaleShare | None, field: str) -> str:
+        return "n/a" if v is None else pct(float(getattr(v, field)))
+
+    prior = f"{REFERENCE_FEMALE_PRIOR:g} prior"
+
     metrics: list[tuple[str, Callable[[Scores], str]]] = [
         ("gender accuracy (all)", lambda s: pct(s.gender_all)),
         (f"gender accuracy ({ADULT_AGE}+)", lambda s: pct(s.gender_adult)),
+        ("gender balanced accuracy", lambda s: pct(s.gender_balanced)),
         ("age MAE, years (all)", lambda s: yrs(s.mae_all)),
         (f"age MAE, years (<= {MAX_AGE_FOR_MAE})", lambda s: yrs(s.mae_to_80)),
+        ("age-group accuracy", lambda s: pct(s.age_group_acc)),
         ("gender confidence ECE", lambda s: pct(s.gender_ece)),
         ("age in 80% range (80+=80)", lambda s: pct(s.age_coverage)),
         ("ms per face, networks", lambda s: ms(s.network_ms)),
         ("ms per face, all estimation", lambda s: ms(s.face_ms)),
         ("images per second", lambda s: f"{s.images_per_s:.1f}"),
+        ("female share, true", lambda s: share(s.female_share, "true")),
+        ("female share, naive", lambda s: share(s.female_share, "naive")),
+        (f"female share, EM ({prior})", lambda s: share(s.female_share, "corrected")),
+        ("female share, EM 90% range", lambda s: span(s.female_share)),
     ]
     for label, fmt in metrics:
         lines.append(f"{label:<28}" + "".join(f"{fmt(columns[n]):>14}" for n in names))

@@ -27,6 +27,13 @@ from numpy.typing import NDArray
 from edge_agent.config import AgentConfig
 from edge_agent.pipeline import Models, load_models
 from edge_agent.timing import StageTimes
+from edge_agent.tools.eval_metrics import (
+    FemaleShare,
+    age_group,
+    balanced_accuracy,
+    female_share,
+    group_accuracy,
+)
 from edge_agent.tracking.aggregate import age_estimate, gender_estimate
 from edge_agent.tracking.tracker import face_quality
 from edge_agent.vision.calibration import RawOutputs
@@ -47,11 +54,13 @@ OLDEST_CLASS = 80.0
 
 @dataclass(frozen=True, slots=True)
 class Labelled:
-    """One image and its labels (age may be unknown, as in LFW)."""
+    """One image and its labels (age may be unknown, as in LFW, or known only as a
+    FairFace group such as ``20-29``, as in fairface_dev)."""
 
     file: str
     age: float | None
     gender: str | None
+    age_group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +76,18 @@ class Prediction:
 
 
 def read_labels(folder: Path, limit: int | None = None) -> list[Labelled]:
-    """Rows of ``labels.csv`` (``file,age,gender``); empty fields mean unknown."""
+    """Rows of ``labels.csv`` (``file,age,gender[,age_group]``); empty fields mean unknown."""
     path = folder / "labels.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: eval needs labels.csv (file,age,gender)")
     with path.open(newline="") as handle:
         rows = [
-            Labelled(r["file"], float(r["age"]) if r.get("age") else None, r.get("gender") or None)
+            Labelled(
+                r["file"],
+                float(r["age"]) if r.get("age") else None,
+                r.get("gender") or None,
+                r.get("age_group") or None,
+            )
             for r in csv.DictReader(handle)
         ]
     return rows[:limit] if limit else rows
@@ -198,6 +212,9 @@ class Scores:
     age_coverage: float | None = None  # true ages inside the reported range (80% interval)
     face_ms: float | None = None  # estimation per face: landmarks, chips, networks
     network_ms: float | None = None  # the networks alone, per face
+    gender_balanced: float | None = None  # mean recall of female and of male
+    age_group_acc: float | None = None  # expected age in the labelled FairFace group
+    female_share: FemaleShare | None = None  # needs the gender confidences
 
 
 def expected_calibration_error(
@@ -223,8 +240,10 @@ def score(
     seconds: float,
     run: SetRun | None = None,
 ) -> Scores:
-    """Accuracy and MAE overall, for adults / ages up to 80, and per decade; with a
-    ``run``, the calibration of its confidences and ranges and its cost per face."""
+    """Accuracy and MAE overall, for adults / ages up to 80, and per decade; balanced
+    gender accuracy and age-group accuracy (``eval_metrics``); with a ``run``, the
+    calibration of its confidences and ranges, its cost per face, and the set's female
+    share (naive and EM-corrected, from the confidences)."""
 
     def acc(sel: list[int]) -> float | None:
         labelled = [i for i in sel if rows[i].gender]
@@ -274,6 +293,8 @@ def score(
         if ranged
         else None
     )
+    labelled = [i for i in everyone if rows[i].gender]
+    grouped = [i for i in everyone if rows[i].age_group or rows[i].age is not None]
     return Scores(
         acc(everyone),
         acc(adults),
@@ -285,7 +306,24 @@ def score(
         coverage,
         1000.0 * run.estimate_s / len(rows) if run and rows else None,
         run.network_ms / len(rows) if run and rows else None,
+        balanced_accuracy(
+            [rows[i].gender or "" for i in labelled], [preds[i].gender for i in labelled]
+        ),
+        group_accuracy(
+            [rows[i].age_group or age_group(rows[i].age or 0.0) for i in grouped],
+            [preds[i].age for i in grouped],
+        ),
+        female_share(
+            [rows[i].gender or "" for i in gendered],
+            [_p_female(preds[i]) for i in gendered],
+        ),
     )
+
+
+def _p_female(pred: Prediction) -> float:
+    """The calibrated posterior for female (the confidence is the likelier label's)."""
+    confidence = pred.gender_confidence or 0.0
+    return confidence if pred.gender == "female" else 1.0 - confidence
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
