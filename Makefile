@@ -21,11 +21,7 @@ $(VENV)/.installed: pyproject.toml hub-package/pyproject.toml | $(BIN)/python
 models/dist/manifest.json: models/manifest.json models/build.py | $(VENV)/.installed
 	$(BIN)/python models/build.py
 
-# PGlite with TimescaleDB for the hub's storage tests (pinned in package-lock.json).
-tests/timescale/node_modules/.package-lock.json: tests/timescale/package-lock.json
-	npm ci --prefix tests/timescale --no-audit --no-fund --loglevel=error
-
-setup: $(VENV)/.installed models/dist/manifest.json tests/timescale/node_modules/.package-lock.json
+setup: $(VENV)/.installed models/dist/manifest.json
 
 services:
 	.ci/services.sh

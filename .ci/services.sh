@@ -38,6 +38,9 @@ if ! answers 1883; then
   wait_for 1883 Mosquitto
 fi
 echo "services: PostgreSQL, Redis and Mosquitto answer on 127.0.0.1"
+# TimescaleDB 2.28.3 on 127.0.0.1:5433 for the storage tests: built from the vendored
+# source once per machine (cached), in the background; the tests wait for it.
+"$(dirname "$0")/timescaledb.sh" --background
 # The dashboard's browser test (tests/hub/test_dashboard.py) drives Debian's Chromium
 # headless through Playwright (no browser download).
 command -v chromium >/dev/null || apt_install chromium

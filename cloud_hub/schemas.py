@@ -98,6 +98,46 @@ class StatsBucket(StatsTotals):
     start: datetime
 
 
+class ShareInterval(BaseModel):
+    """A share of the watchers (0 to 1) with its interval at the response's ``level``."""
+
+    share: float
+    low: float
+    high: float
+
+
+class GenderShares(BaseModel):
+    """The female share of the watchers who carry P(female) (agents 0.3 on).
+
+    ``naive``: the mean of their calibrated P(female); its interval is the sample's alone.
+    ``corrected``: re-estimated for the models' known errors (EM on the posteriors, with
+    the reference set's prior), its interval wider by the reference's uncertainty. It
+    cannot correct errors a site's faces have that the reference's did not (docs/hub.md,
+    "Population shares")."""
+
+    watchers: int = Field(description="Watchers whose P(female) the shares use.")
+    naive: ShareInterval
+    corrected: ShareInterval
+    reference: str = Field(description="Where the correction was measured (set, model set).")
+
+
+class AgeShares(BaseModel):
+    """Each age band's share of the watchers who carry band probabilities: the mean of
+    their probabilities, with the sample's interval. Not corrected: every correction
+    measured made the age distribution worse on faces unlike the reference's."""
+
+    watchers: int
+    bands: dict[str, ShareInterval]
+
+
+class PopulationShares(BaseModel):
+    """Shares of the watchers in the whole range and filter (not per bucket or group)."""
+
+    level: float = Field(description="The intervals' coverage, e.g. 0.9 for 90%.")
+    gender: GenderShares | None = Field(description="Null when no watcher carries P(female).")
+    age: AgeShares | None = Field(description="Null when no watcher carries band probabilities.")
+
+
 class StatsResponse(BaseModel):
     """Buckets over ``[start, end)`` by each event's ``last_seen``, and their totals."""
 
@@ -113,6 +153,11 @@ class StatsResponse(BaseModel):
     group_by: list[GroupBy] = Field(default_factory=list)
     totals: StatsTotals
     buckets: list[StatsBucket]
+    shares: PopulationShares | None = Field(
+        default=None,
+        description="Gender and age shares of the range's watchers, naive and corrected for "
+        "the models' known errors, with intervals.",
+    )
 
 
 class EventRecord(BaseModel):
@@ -140,6 +185,11 @@ class EventRecord(BaseModel):
     )
     attention_s: float | None = Field(
         description="Seconds the person faced the camera; null when unknown (a 0.1 agent)."
+    )
+    p_female: float | None = Field(
+        default=None,
+        description="The calibrated probability that the watcher is female, what corrected "
+        "gender shares start from; null without a gender or from agents before 0.3.",
     )
     return_of: uuid.UUID | None = None  # the person's previous visit, when they came back
     models: dict[str, Any]
@@ -397,6 +447,9 @@ class DailyReport(BaseModel):
     start: datetime
     end: datetime
     cameras: list[CameraDay]
+    shares: PopulationShares | None = Field(
+        default=None, description="The day's watchers over every camera in the report."
+    )
 
 
 class LiveToken(BaseModel):

@@ -38,7 +38,7 @@ class HubSettings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/audience"
     db_pool_size: int = Field(
-        default=8, ge=1, le=100, description="Forced to 1 on a single-session server (PGlite)."
+        default=8, ge=1, le=100, description="Connections the ingest, API and upkeep share."
     )
 
     # Storage (docs/hub.md, "Storage"): TimescaleDB when the server has it, else plain

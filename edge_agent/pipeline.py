@@ -22,7 +22,13 @@ from edge_agent.config import AgentConfig
 from edge_agent.contract import PersonEvent, uuid7
 from edge_agent.delivery.clock import SYSTEM_CLOCK, AgentClock
 from edge_agent.timing import StageTimes
-from edge_agent.tracking.aggregate import age_estimate, combine, gender_estimate
+from edge_agent.tracking.aggregate import (
+    age_estimate,
+    band_probabilities,
+    combine,
+    female_probability,
+    gender_estimate,
+)
 from edge_agent.tracking.counting_line import camera_line
 from edge_agent.tracking.people import PeopleTracker, Person, face_only
 from edge_agent.tracking.returning_visitors import Embedder, ReturnMatcher
@@ -293,11 +299,13 @@ class CameraPipeline:
             watcher = verified and attention >= self.people.watcher_min_s
             if not watcher:
                 faces = []
-            gender = age = None
+            gender = age = p_female = age_bands = None
             if faces:
                 gender_p, age_p = combine([e for e, _ in faces], [c.quality for _, c in faces])
                 gender = gender_estimate(gender_p, files.gender_labels)
                 age = age_estimate(age_p, files.age_weights)
+                p_female = female_probability(gender_p, files.gender_labels)
+                age_bands = band_probabilities(age_p, files.age_weights)
             event = PersonEvent(
                 event_id=uuid7(),
                 device_id=self.device_id,
@@ -312,6 +320,8 @@ class CameraPipeline:
                 crops=len(faces),
                 watcher=watcher,
                 attention_s=attention,
+                p_female=p_female,
+                age_bands=age_bands,
                 models=self.models.versions,
             )
             best = max(faces, key=lambda pair: pair[1].quality * pair[0].face_score, default=None)

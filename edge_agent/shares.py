@@ -239,28 +239,35 @@ def em_priors(
     reference_prior: Sequence[float],
     tol: float = EM_TOL,
     max_iter: int = EM_MAX_ITER,
+    weights: Sequence[float] | None = None,
 ) -> tuple[list[float], int]:
     """Saerens-Latinne-Decaestecker EM: the new prior and the iterations it took.
 
     Each person's posterior is re-weighted by ``new / reference`` prior and renormalised;
     the new prior is the mean of the re-weighted posteriors, until it stops moving.
+    ``weights``: how many people share each posterior (the hub groups identical ones).
     """
     k = len(reference_prior)
     if not posteriors:
         raise CorrectionError("no people: shares are undefined")
     if min(reference_prior) <= 0.0:
         raise CorrectionError("the reference prior must be positive for every class")
-    prior = mean_posterior(posteriors, k)
+    counts = [1.0] * len(posteriors) if weights is None else [float(w) for w in weights]
+    if len(counts) != len(posteriors) or min(counts) < 0 or sum(counts) <= 0:
+        raise CorrectionError("one non-negative weight per posterior, not all zero")
+    people = sum(counts)
+    prior = [sum(c * p[t] for c, p in zip(counts, posteriors, strict=True)) / people
+             for t in range(k)]  # fmt: skip
     for iteration in range(1, max_iter + 1):
         weight = [prior[t] / reference_prior[t] for t in range(k)]
         total = [0.0] * k
-        for p in posteriors:
+        for c, p in zip(counts, posteriors, strict=True):
             w = [p[t] * weight[t] for t in range(k)]
             s = sum(w)
             if s > 0:
                 for t in range(k):
-                    total[t] += w[t] / s
-        new = [v / len(posteriors) for v in total]
+                    total[t] += c * w[t] / s
+        new = [v / people for v in total]
         change = max(abs(u - v) for u, v in zip(new, prior, strict=True))
         prior = new
         if change < tol:

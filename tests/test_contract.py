@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from edge_agent.contract import (
+    AGE_BAND_NAMES,
     CHANNELS,
     EARLIEST_EVENT_TIME,
     FLAT_EVENT_FIELDS,
@@ -189,6 +190,30 @@ def test_schema_1_events_of_older_agents_are_accepted_as_watchers() -> None:
         parse_event(
             "audience/v1/dev-1/events/cam-1", json.dumps({**data, "watcher": False}).encode()
         )
+
+
+def test_share_inputs_must_agree_with_the_estimates() -> None:
+    """p_female and age_bands (optional, agents 0.3) come only with the estimate they
+    describe, agree with it, and the bands are one distribution over the contract's."""
+    topic = "audience/v1/dev-1/events/cam-1"
+    bands = [0.0, 0.0, 0.1, 0.6, 0.3, 0.0, 0.0, 0.0]
+    parsed = parse_event(topic, payload(p_female=0.8, age_bands=bands))
+    assert parsed.p_female == 0.8 and parsed.age_bands == bands
+    assert flat_event(parsed)["p_female"] == 0.8
+    assert parse_event(topic, payload()).p_female is None  # older agents leave them out
+    assert parse_event(topic, payload(p_female=0.5)).p_female == 0.5  # a tie is either
+    refused = {
+        "disagrees with the gender": {"p_female": 0.3},  # the event says female
+        "p_female comes with a gender": {"p_female": 0.8, "gender": None},
+        "age_bands come with an age": {"age_bands": bands, "age": None},
+        "sum to 1": {"age_bands": [0.5] * len(AGE_BAND_NAMES)},
+        "at least 8 items": {"age_bands": [1.0]},
+        "less than or equal to 1": {"p_female": 1.5},
+        "in \\[0, 1\\]": {"age_bands": [1.2, -0.2, 0, 0, 0, 0, 0, 0]},
+    }
+    for message, changes in refused.items():
+        with pytest.raises(ValueError, match=message):
+            parse_event(topic, payload(**changes))  # None: the field is left out
 
 
 def test_schema_2_passer_by_and_attention_bounds() -> None:

@@ -11,6 +11,7 @@ from cloud_hub.api.params import CameraScope, OccupancyGroups, OccupancyWindow, 
 from cloud_hub.api.responses import READ, TOO_BIG, json_answer
 from cloud_hub.queries.occupancy import current_occupancy_db, occupancy, with_camera_names
 from cloud_hub.queries.reports import daily_stats, day_range
+from cloud_hub.queries.shares import population_shares
 from cloud_hub.schemas import CurrentOccupancyResponse, DailyReport, OccupancyResponse
 
 router = APIRouter(dependencies=[RequireRead], responses=READ)
@@ -25,7 +26,8 @@ async def get_daily_report(
 ) -> Response:
     """One UTC day per camera: passers-by and watchers, watcher rate, mean attention and
     dwell, the watchers by gender and age band, first visits and returns, average age,
-    and the same for each hour."""
+    and the same for each hour; ``shares``: the day's gender and age shares of the
+    watchers over those cameras, naive and corrected for the models' known errors."""
     try:
         start, end = day_range(day)
         cameras = await daily_stats(
@@ -36,10 +38,11 @@ async def get_daily_report(
             where.site,
             max_pairs=settings.stats_max_pairs,
         )
+        shares = await population_shares(pool, start, end, where)
     except (ValueError, OverflowError) as exc:
         raise HTTPException(422, str(exc) or "date out of range") from exc
     return await json_answer(
-        DailyReport(date=day.isoformat(), start=start, end=end, cameras=cameras)
+        DailyReport(date=day.isoformat(), start=start, end=end, cameras=cameras, shares=shares)
     )
 
 

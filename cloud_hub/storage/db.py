@@ -120,15 +120,15 @@ async def detect_backend(conn: asyncpg.Connection) -> Backend | None:
 
 async def timescaledb_available(conn: asyncpg.Connection) -> bool:
     """Whether ``CREATE EXTENSION timescaledb`` can work here: installed already, or
-    offered and preloaded (``shared_preload_libraries``), as TimescaleDB requires; PGlite
-    bundles it without preloading. (Probing with a rolled-back CREATE EXTENSION is no
-    option: the session could then never create it.)"""
+    offered and preloaded (``shared_preload_libraries``), as TimescaleDB requires.
+    (Probing with a rolled-back CREATE EXTENSION is no option: the session could then
+    never create it.)"""
     if await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
         return True
     if not await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"):
         return False
     preload = str(await conn.fetchval("SELECT current_setting('shared_preload_libraries')"))
-    if "timescaledb" in preload or await single_session_server(conn):
+    if "timescaledb" in preload:
         return True
     log.warning(
         "timescaledb_not_preloaded",
@@ -259,6 +259,13 @@ async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> No
                 relation,
                 timedelta(days=keep),
             )
+    # HUB_ROLLUP_JOBS=hub: the hub runs the policies (``rollups.run_timescaledb_jobs``),
+    # so the scheduler must not run them too (two refreshes of one aggregate collide).
+    await conn.execute(
+        """SELECT alter_job(job_id, scheduled => $1) FROM timescaledb_information.jobs
+           WHERE hypertable_name IN ('person_events', 'stats_hourly', 'stats_daily')""",
+        s.rollup_jobs != "hub",
+    )
 
 
 async def ensure_partitions(conn: asyncpg.Connection, s: HubSettings) -> int:
@@ -286,35 +293,8 @@ async def prepare_database(url: str, settings: HubSettings | None = None) -> lis
         await conn.close()
 
 
-async def single_session_server(conn: asyncpg.Connection) -> bool:
-    """Whether the server serves one session at a time (PGlite, PostgreSQL in WASM)."""
-    version = str(await conn.fetchval("SELECT version()"))
-    return "emscripten" in version.lower()
-
-
 async def open_pool(url: str, size: int) -> asyncpg.Pool:
-    """A connection pool; the ingest writer, the API and rollup upkeep share it. A
-    single-session server gets one connection whatever ``size`` says."""
-    probe = await asyncpg.connect(url)
-    try:
-        single = await single_session_server(probe)
-        search_path = str(await probe.fetchval("SHOW search_path"))
-    finally:
-        await probe.close()
-    reset = None
-    if single:
-        if size != 1:
-            log.info("db_pool_single_session", requested=size)
-        size = 1
-
-        async def reset(conn: asyncpg.Connection) -> None:
-            # PGlite's configured search_path is pg_catalog (it SETs public at boot), so
-            # the RESET ALL of asyncpg's reset would hide every table.
-            await conn.reset()
-            await conn.execute("SELECT set_config('search_path', $1, false)", search_path)
-
-    pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, command_timeout=30, reset=reset
-    )
+    """A connection pool; the ingest writer, the API and rollup upkeep share it."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=30)
     assert pool is not None
     return pool

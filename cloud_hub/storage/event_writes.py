@@ -28,16 +28,17 @@ from edge_agent.contract import PersonEvent, event_watcher
 EVENT_ARRAYS = """unnest(
         $1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[],
         $7::real[], $8::text[], $9::real[], $10::real[], $11::real[], $12::real[], $13::real[],
-        $14::text[], $15::integer[], $16::text[], $17::uuid[], $18::boolean[], $19::real[]
+        $14::text[], $15::integer[], $16::text[], $17::uuid[], $18::boolean[], $19::real[],
+        $20::real[], $21::text[]
     )"""
 EVENT_FIELDS = """event_id, device_id, camera_id, track_id, first_seen, last_seen,
            dwell_s, gender, gender_confidence, age, age_low, age_high, age_confidence,
-           direction, crops, models, return_of, watcher, attention_s"""
+           direction, crops, models, return_of, watcher, attention_s, p_female, age_bands"""
 INSERT_EVENT_ROWS = f"""INSERT INTO person_events ({EVENT_FIELDS})
     SELECT e.event_id, e.device_id, e.camera_id, e.track_id, e.first_seen, e.last_seen,
            e.dwell_s, e.gender, e.gender_confidence, e.age, e.age_low, e.age_high,
            e.age_confidence, e.direction, e.crops, e.models::jsonb, e.return_of, e.watcher,
-           e.attention_s"""
+           e.attention_s, e.p_female, e.age_bands::real[]"""
 COUNT_NEW_PER_DEVICE = """seen AS (
     -- Devices count only events that were new, so redeliveries do not inflate them.
     INSERT INTO devices AS d (device_id, first_seen, last_seen, events)
@@ -124,7 +125,16 @@ def _columns(events: list[PersonEvent]) -> list[list[object]]:
         # A schema 1 event (a 0.1 agent, faces only) is a watcher of unknown attention.
         [event_watcher(e) for e in events],
         [e.attention_s for e in events],
+        [e.p_female for e in events],
+        # A 2-D array cannot be unnested row by row: each event's bands travel as the
+        # text of a real[] (``{0.1,0.2,...}``), cast back in the statement.
+        [_real_array(e.age_bands) for e in events],
     ]
+
+
+def _real_array(values: list[float] | None) -> str | None:
+    """``values`` as a PostgreSQL array literal, or None."""
+    return None if values is None else "{" + ",".join(repr(float(v)) for v in values) + "}"
 
 
 async def store_batch(

@@ -7,8 +7,9 @@ above it. What differs is who materialises:
 
 - TimescaleDB: continuous aggregates with refresh, compression and retention policies
   (``cloud_hub.storage.db.configure_storage`` applies the ``HUB_*`` settings at every
-  start). Its background workers run them; where none run (PGlite, or
-  ``HUB_ROLLUP_JOBS=hub``) the hub runs the same jobs with ``CALL run_job``.
+  start). Its background workers run them; where none run (no scheduler in
+  ``pg_stat_activity``), or with ``HUB_ROLLUP_JOBS=hub`` (which unschedules them in the
+  database), the hub runs the same jobs with ``CALL run_job``.
 - Plain PostgreSQL: the hub (:func:`maintain`, every ``HUB_ROLLUP_REFRESH_S``) creates
   partitions ahead, drops expired ones, re-aggregates the hours late events changed
   (logged by a statement trigger) and materialises hours that ended
@@ -38,6 +39,7 @@ _LOCK_KEY = 0x4855_4231  # one maintenance round at a time per database
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
+_NONE = timedelta()
 # The rollups' measures, in their columns' order (migrations 004 and 010): passers-by
 # (events), first visits, the sums behind mean age (watchers' ages: gender and age describe
 # watchers) and mean dwell, watchers, and watchers' known attention.
@@ -129,11 +131,8 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
             # policies look back only HUB_ROLLUP_LATE_DAYS, so drop their buckets here.
             # Once: rows kept before a later-raised HUB_EARLIEST_EVENT keep their buckets.
             log.info("rollup_refresh_before_earliest", view=view)
-            await conn.execute(
-                "CALL refresh_continuous_aggregate($1, NULL, $2::timestamptz)",
-                view,
-                s.earliest_event,
-            )
+            if not await _refresh(conn, view, s.earliest_event):
+                continue
         archive = await conn.fetchval("SELECT to_regclass($1)::text", f"{view}_archive")
         if await conn.fetchval(
             f"""SELECT NOT EXISTS (SELECT 1 FROM {mat})
@@ -141,14 +140,24 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
             archive is not None,
         ):
             log.info("rollup_first_refresh", view=view)
-            await conn.execute(
-                "CALL refresh_continuous_aggregate($1, NULL, now() - $2::interval)",
-                view,
-                timedelta(seconds=s.rollup_lag_s)
-                + (_HOUR if view == "stats_daily" else timedelta()),
-            )
+            lag = timedelta(seconds=s.rollup_lag_s) + (_HOUR if view == "stats_daily" else _NONE)
+            if not await _refresh(conn, view, datetime.now(UTC) - lag):
+                continue  # the archive waits for a round whose refresh ran
         if archive is not None:
             await _restore_archive(conn, view, mat)
+
+
+async def _refresh(conn: asyncpg.Connection, view: str, end: datetime) -> bool:
+    """Refresh ``view`` up to ``end``; False when TimescaleDB's scheduler is refreshing
+    it at this moment (it refuses a second, concurrent refresh): the next round retries."""
+    try:
+        await conn.execute(
+            "CALL refresh_continuous_aggregate($1, NULL, $2::timestamptz)", view, end
+        )
+    except asyncpg.exceptions.LockNotAvailableError:
+        log.info("rollup_refresh_busy", view=view, hint="a policy refresh runs; next round")
+        return False
+    return True
 
 
 # The columns of the continuous aggregates (migration 010) and of their archives.

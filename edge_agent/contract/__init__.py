@@ -40,6 +40,8 @@ from edge_agent.contract.device_messages import (
     TrackerSettings,
 )
 from edge_agent.contract.events import (
+    AGE_BAND_LOWER_BOUNDS,
+    AGE_BAND_NAMES,
     EVENT_SCHEMA_VERSION,
     FLAT_EVENT_FIELDS,
     AgeEstimate,
@@ -99,6 +101,8 @@ from edge_agent.contract.topics import (
 )
 
 __all__ = [
+    "AGE_BAND_LOWER_BOUNDS",
+    "AGE_BAND_NAMES",
     "AVAILABILITY_OFFLINE",
     "AVAILABILITY_ONLINE",
     "CHANNELS",

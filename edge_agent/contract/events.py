@@ -61,6 +61,14 @@ class AgeEstimate(StrictModel):
         return self
 
 
+# The age bands everyone reports in: the hub's statistics, the event's band probabilities
+# (``PersonEvent.age_bands``) and the population shares. Each band holds ages from its
+# lower bound up to, not including, the next one's; the last is open.
+AGE_BAND_LOWER_BOUNDS: Final = (0, 13, 18, 25, 35, 45, 55, 65)
+AGE_BAND_NAMES: Final = ("0-12", "13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+# How far a band distribution may sum from 1 after each value's rounding to 3 decimals.
+_BAND_SUM_SLACK: Final = 0.01
+
 # The person event's own schema version (other payloads stay at CONTRACT_VERSION, and
 # the topics at v1: schema 2 adds fields that a 0.2 hub reads, see docs/mqtt-contract.md).
 EVENT_SCHEMA_VERSION: Final = 2
@@ -95,6 +103,22 @@ class PersonEvent(StrictModel):
         le=7 * 24 * 3600.0,
         description="Schema 2 (required there): seconds with a frontal face, at most dwell_s.",
     )
+    p_female: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The calibrated probability that the person is female (the gender "
+        "estimate's distribution, before it is rounded to one label), so a receiver can "
+        "correct population shares for the models' known errors. Only with a gender; "
+        "optional (agents before 0.3 leave it out).",
+    )
+    age_bands: list[float] | None = Field(
+        default=None,
+        min_length=len(AGE_BAND_NAMES),
+        max_length=len(AGE_BAND_NAMES),
+        description="The age distribution's probability per age band, in the order "
+        f"{', '.join(AGE_BAND_NAMES)}; sums to 1. Only with an age; optional.",
+    )
     return_of: uuid.UUID | None = Field(
         default=None,
         description="Set when the device recognised this person as coming back within its "
@@ -116,7 +140,25 @@ class PersonEvent(StrictModel):
             raise ValueError("a schema 2 event carries watcher and attention_s")
         elif self.attention_s > self.dwell_s + _ATTENTION_SLACK_S:
             raise ValueError("attention_s exceeds dwell_s")
+        self._distributions()
         return self
+
+    def _distributions(self) -> None:
+        """The shares' inputs agree with the estimates they come from."""
+        if self.p_female is not None:
+            if self.gender is None:
+                raise ValueError("p_female comes with a gender estimate")
+            if (self.p_female >= 0.5) != (self.gender.value == Gender.FEMALE) and not (
+                self.p_female == 0.5
+            ):
+                raise ValueError("p_female disagrees with the gender estimate")
+        if self.age_bands is not None:
+            if self.age is None:
+                raise ValueError("age_bands come with an age estimate")
+            if any(not 0.0 <= p <= 1.0 for p in self.age_bands):
+                raise ValueError("every age band probability lies in [0, 1]")
+            if abs(sum(self.age_bands) - 1.0) > _BAND_SUM_SLACK:
+                raise ValueError("the age band probabilities sum to 1")
 
 
 def event_watcher(event: PersonEvent) -> bool:
@@ -146,6 +188,7 @@ FLAT_EVENT_FIELDS: Final = (
     "crops",
     "watcher",
     "attention_s",
+    "p_female",
     "return_of",
     "models",
 )
@@ -172,6 +215,7 @@ def flat_event(event: PersonEvent) -> dict[str, Any]:
         "crops": event.crops,
         "watcher": event_watcher(event),
         "attention_s": event.attention_s,
+        "p_female": event.p_female,
         "return_of": str(event.return_of) if event.return_of else None,
         "models": dict(event.models),
     }

@@ -85,6 +85,8 @@ def examples() -> dict[Channel, list[tuple[str, BaseModel]]]:
         crops=5,
         watcher=True,
         attention_s=3.2,
+        p_female=0.87,
+        age_bands=[0.0, 0.0, 0.072, 0.541, 0.322, 0.061, 0.004, 0.0],
         models=_MODELS,
     )
     passer_by = PersonEvent(

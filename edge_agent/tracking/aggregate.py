@@ -13,7 +13,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.contract import AgeEstimate, Gender, GenderEstimate
+from edge_agent.contract import AGE_BAND_LOWER_BOUNDS, AgeEstimate, Gender, GenderEstimate
 from edge_agent.vision.detections import FaceEstimate
 
 AGE_INTERVAL: Final = 0.8
@@ -54,3 +54,20 @@ def age_estimate(probabilities: NDArray[np.float64], class_ages: Sequence[float]
     # The mass of the interval actually reported (it may have been stretched to the mean).
     mass = float(probabilities[(ages >= low) & (ages <= high)].sum())
     return AgeEstimate(value=value, low=low, high=high, confidence=round(min(1.0, mass), 3))
+
+
+def female_probability(probabilities: NDArray[np.float64], labels: Sequence[str]) -> float:
+    """P(female), rounded for the wire: what the hub's corrected shares start from."""
+    return round(float(probabilities[list(labels).index(Gender.FEMALE.value)]), 4)
+
+
+def band_probabilities(
+    probabilities: NDArray[np.float64], class_ages: Sequence[float]
+) -> list[float]:
+    """The age distribution's mass per contract age band (``AGE_BAND_LOWER_BOUNDS``),
+    rounded to 3 decimals: the hub's age shares start from these."""
+    ages = np.asarray(class_ages, np.float64)
+    band = np.searchsorted(np.asarray(AGE_BAND_LOWER_BOUNDS, np.float64), ages, side="right") - 1
+    mass = np.bincount(band, weights=probabilities, minlength=len(AGE_BAND_LOWER_BOUNDS))
+    mass = mass / mass.sum()
+    return [round(float(m), 3) for m in mass]

@@ -1,16 +1,15 @@
 """Storage backends for the hub's storage and stats tests: every test that takes
-``storage`` runs twice, on plain PostgreSQL (the local server, a fresh database) and on
-TimescaleDB (PGlite with TimescaleDB 2.23 over the wire protocol, from
-``tests/timescale``), and must give the same answers on both.
+``storage`` runs twice, on plain PostgreSQL (the local server, 127.0.0.1:5432) and on
+TimescaleDB 2.28.3 (a second PostgreSQL 15 cluster on 127.0.0.1:5433 with the extension
+preloaded, so its job scheduler runs: ``.ci/timescaledb.sh``), each test in a fresh
+database, and must give the same answers on both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,83 +18,64 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, free_port
+from tests.conftest import PG_ADMIN_URL
+from tests.paths import REPO
 
-TIMESCALE_DIR = Path(__file__).resolve().parents[1] / "timescale"
-
-# Everything the hub's migrations create, so one PGlite server serves test after test.
-# (A session cannot drop and re-create the timescaledb extension, and PGlite has one.)
-_RESET_SQL = """
-DO $$
-DECLARE r record;
-BEGIN
-    FOR r IN SELECT format('%I.%I', view_schema, view_name) AS name
-             FROM timescaledb_information.continuous_aggregates
-             ORDER BY materialization_hypertable_name DESC LOOP
-        EXECUTE 'DROP MATERIALIZED VIEW IF EXISTS ' || r.name || ' CASCADE';
-    END LOOP;
-    FOR r IN SELECT c.oid::regclass::text AS name, c.relkind
-             FROM pg_class c
-             WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                               WHERE d.objid = c.oid AND d.deptype = 'e') LOOP
-        EXECUTE 'DROP ' || CASE WHEN r.relkind = 'v' THEN 'VIEW' ELSE 'TABLE' END
-                || ' IF EXISTS ' || r.name || ' CASCADE';
-    END LOOP;
-    FOR r IN SELECT p.oid::regprocedure::text AS name
-             FROM pg_proc p
-             WHERE p.pronamespace = 'public'::regnamespace
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                               WHERE d.objid = p.oid AND d.deptype = 'e') LOOP
-        EXECUTE 'DROP FUNCTION IF EXISTS ' || r.name || ' CASCADE';
-    END LOOP;
-END $$;
-"""
+TSDB_ADMIN_URL = os.environ.get(
+    "TEST_TSDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
+)
+TSDB_VERSION = "2.28.3"
+_TSDB_STATE = Path.home() / ".cache" / "audience" / "timescaledb"
+_TSDB_WAIT_S = 1200.0  # a cold build started by `make services` takes minutes
 
 
-def _npm_install() -> None:
-    """The pinned packages (make setup does this once; here only if it was skipped)."""
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("node and npm are needed for the TimescaleDB tests (make setup)")
-    subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=TIMESCALE_DIR,
-        check=True,
-        timeout=300,
-    )
+async def _tsdb_version(url: str) -> str | None:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        version: str | None = await conn.fetchval(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
+        )
+        preload = await conn.fetchval("SHOW shared_preload_libraries")
+        assert "timescaledb" in preload, f"timescaledb is not preloaded at {url}"
+        return version
+    finally:
+        await conn.close()
+
+
+def _tsdb_answers() -> str | None:
+    try:
+        return asyncio.run(_tsdb_version(TSDB_ADMIN_URL))
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return None
 
 
 @pytest.fixture(scope="session")
-def pglite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PGlite + TimescaleDB server on a free port for this session (in memory)."""
-    if not (TIMESCALE_DIR / "node_modules" / "@unni-craftsman" / "pglite").is_dir():
-        _npm_install()
-    node = shutil.which("node")
-    assert node, "node is needed for the TimescaleDB tests"
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("pglite") / "server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [node, str(TIMESCALE_DIR / "serve.mjs"), "--port", str(port)],
-            cwd=TIMESCALE_DIR,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+def tsdb_admin_url(pytestconfig: pytest.Config) -> str:
+    """The TimescaleDB server's admin URL, once it answers.
+
+    ``make services`` starts its build and cluster in the background; when the server
+    does not answer yet, this runs ``.ci/timescaledb.sh``, which waits for a running
+    build on its lock (or builds), and fails with the build's log if that fails.
+    """
+    if _tsdb_answers() is None:
+        done = subprocess.run(
+            [str(REPO / ".ci" / "timescaledb.sh")],
+            capture_output=True,
+            text=True,
+            timeout=_TSDB_WAIT_S,
         )
-    try:
-        deadline = time.monotonic() + 120
-        while b"ready" not in log_path.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"PGlite did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if done.returncode != 0:
+            log = _TSDB_STATE / "build.log"
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            pytest.fail(f"no TimescaleDB at {TSDB_ADMIN_URL}:\n{done.stdout}{done.stderr}{tail}")
+    version = _tsdb_answers()
+    assert version == TSDB_VERSION, f"TimescaleDB {version} installed, tests expect {TSDB_VERSION}"
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if capture is not None and reporter is not None:  # in the CI log, uncaptured
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nstorage tests on TimescaleDB {version} at {TSDB_ADMIN_URL}")
+    return TSDB_ADMIN_URL
 
 
 @dataclass(frozen=True)
@@ -106,17 +86,8 @@ class StorageDb:
     url: str
 
 
-async def _reset_pglite(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        await conn.execute(_RESET_SQL)
-    finally:
-        await conn.close()
-
-
-async def _drop_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_URL)
+async def _drop_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -124,15 +95,11 @@ async def _drop_database(name: str) -> None:
 
 
 def fresh_storage(backend: str, request: pytest.FixtureRequest) -> Iterator[StorageDb]:
-    """An empty database: a new one on PostgreSQL, the reset PGlite one for TimescaleDB."""
-    if backend == "timescaledb":
-        url = request.getfixturevalue("pglite_url")
-        asyncio.run(_reset_pglite(url))
-        yield StorageDb("timescaledb", url)
-        return
+    """A new, empty database on the backend's server (the hub creates and migrates it)."""
+    admin = request.getfixturevalue("tsdb_admin_url") if backend == "timescaledb" else PG_ADMIN_URL
     name = f"audience_store_{uuid.uuid4().hex[:10]}"
-    yield StorageDb("plain", PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    asyncio.run(_drop_database(name))
+    yield StorageDb(backend, admin.rsplit("/", 1)[0] + f"/{name}")
+    asyncio.run(_drop_database(admin, name))
 
 
 @pytest.fixture(params=["plain", "timescaledb"])
@@ -149,7 +116,7 @@ def plain_storage(request: pytest.FixtureRequest) -> Iterator[StorageDb]:
 
 @pytest.fixture
 def timescale_storage(request: pytest.FixtureRequest) -> Iterator[StorageDb]:
-    """The reset TimescaleDB (PGlite) database (for tests comparing the two backends)."""
+    """An empty TimescaleDB database (for tests comparing the two backends)."""
     yield from fresh_storage("timescaledb", request)
 
 
@@ -159,3 +126,6 @@ def _no_hub_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("HUB_"):
             monkeypatch.delenv(key)
+    # On TimescaleDB the hub runs the policies itself, when the tests' maintenance rounds
+    # call for them; tests of the database's own scheduler set "auto" or "database".
+    monkeypatch.setenv("HUB_ROLLUP_JOBS", "hub")

@@ -137,7 +137,7 @@ def test_one_event_id_is_one_row_across_times_devices_and_partitions(
     devices = {d["device_id"]: d for d in hub.get("/v1/devices")}
     assert devices["dev-a"]["events"] == 1 and "dev-b" not in devices
 
-    hub.stop()  # PGlite serves one session at a time: read the tables once the hub is gone
+    hub.stop()  # read the tables once the hub is gone
     rows = _fetch(
         storage.url, "SELECT device_id, last_seen FROM person_events WHERE event_id = $1", the_id
     )

@@ -289,7 +289,10 @@ def test_upgrade_keeps_what_retention_dropped(storage: StorageDb) -> None:
         return int(await conn.fetchval("SELECT count(*) FROM person_events"))
 
     assert run(with_conn(storage, raw_count)) == len(recent)  # the old day: rollups only
-    assert run(prepare_database(storage.url, settings)) == [f"010_watchers.{storage.backend}.sql"]
+    assert run(prepare_database(storage.url, settings)) == [
+        f"010_watchers.{storage.backend}.sql",
+        "011_share_inputs.sql",
+    ]
 
     async def archived(conn: asyncpg.Connection) -> list[int]:
         return [
