@@ -29,6 +29,7 @@ from edge_agent.contract import (
     CameraStatus,
     DeviceState,
     DeviceStatus,
+    PersonEvent,
     event_watcher,
     status_topic,
 )
@@ -116,6 +117,34 @@ def feed_ids(page: Page) -> list[str]:
     return [str(i) for (i,) in attrs(page, "#feed li", "data-event-id")]
 
 
+def with_p_female(event: PersonEvent, p: float) -> PersonEvent:
+    """``event`` as an agent 0.3 sends it: with P(female) when it has a gender."""
+    if event.gender is None or event.schema_version == 1:
+        return event
+    return PersonEvent.model_validate({**event.model_dump(), "p_female": p})
+
+
+def shown_range(page: Page) -> str:
+    """The range the page asked for, read back from its last stats request."""
+    return str(page.get_attribute("body", "data-range"))
+
+
+def expect_share(page: Page, shares: dict[str, Any]) -> None:
+    """The gender card states the corrected share and its range as the API gives them."""
+    corrected = shares["gender"]["corrected"]
+    box = page.locator("#gender-share")
+    expect(box).to_have_attribute("data-share", f"{corrected['share']:.4f}")
+    expect(box).to_have_attribute("data-low", f"{corrected['low']:.4f}")
+    expect(box).to_have_attribute("data-high", f"{corrected['high']:.4f}")
+    pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
+    expect(box.locator(".share")).to_have_text(f"Women: {pct(corrected['share'])}")
+    expect(box.locator(".range")).to_have_text(
+        f"{pct(corrected['low'])} to {pct(corrected['high'])}"
+    )
+    expect(box).to_contain_text("corrected for the errors the models are known to make")
+    expect(box).to_contain_text("90% range")
+
+
 def loaded(page: Page, range_: str, camera: str) -> None:
     """Wait until the charts show this filter's data."""
     expect(page.locator("body")).to_have_attribute("data-loaded", f"{range_}|{camera}")
@@ -173,6 +202,9 @@ def test_dashboard_in_headless_chromium(
         make_event("dev-b", "cam-hall", last_seen=now - timedelta(hours=h), dwell_s=d, **kw)
         for h, d, kw in hall
     ]
+    # Agents 0.3 send each watcher's calibrated P(female): the corrected share's input.
+    events = [with_p_female(e, 0.65 + 0.3 * (i % 2) if e.gender and e.gender.value == "female"
+                            else 0.1 + 0.05 * (i % 3)) for i, e in enumerate(events)]  # fmt: skip
     watchers = [e for e in events if event_watcher(e)]
     publish_event_list(root, events)
     wait_until(lambda: hub.get("/v1/stats")["totals"]["total"] == 11, what="events stored")
@@ -228,6 +260,8 @@ def test_dashboard_in_headless_chromium(
             Counter(hour(e.last_seen) for e in watchers)
         )
         assert gender_split(page) == {"female": 4, "male": 4, "unknown": 1}  # watchers only
+        # The corrected female share and its 90% range, as the hub computes them, in words.
+        expect_share(page, hub.get("/v1/stats?shares=true&" + shown_range(page))["shares"])
         expected_ages = dict.fromkeys(AGE_BANDS, 0) | Counter(
             band(e.age.value if e.age else None) for e in watchers
         )
@@ -259,6 +293,11 @@ def test_dashboard_in_headless_chromium(
         expect(page.locator("#kpi-dwell")).to_have_text("5.0 s")
         assert gender_split(page) == {"female": 0, "male": 3, "unknown": 0}
         assert {b: n for b, n in ages(page).items() if n} == {"45-54": 1, "55-64": 1, "65+": 1}
+        hall_shares = hub.get(
+            "/v1/stats?shares=true&device_id=dev-b&camera_id=cam-hall&" + shown_range(page)
+        )["shares"]
+        assert hall_shares["gender"]["watchers"] == 2  # the 0.1 agent's sends no P(female)
+        expect_share(page, hall_shares)
         assert sum(traffic(page).values()) == 3
         selected = attrs(page, "#cameras .camera-row.selected", "data-camera")
         assert selected == [("dev-b/cam-hall",)]

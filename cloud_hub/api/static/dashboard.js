@@ -193,6 +193,32 @@ function drawGender(totals) {
   $("gender").replaceChildren(svg, legend);
 }
 
+// The female share corrected for the models' known errors, with its 90% range, in
+// words: what a reader should quote, beside the raw split above it.
+function drawShares(shares) {
+  const box = $("gender-share");
+  const g = shares && shares.gender;
+  if (!g) {
+    box.replaceChildren("No watcher in this range carries a calibrated gender estimate, so no corrected share.");
+    box.dataset.share = "";
+    return;
+  }
+  const p = (x) => `${(100 * x).toFixed(0)}%`;
+  const level = `${Math.round(100 * shares.level)}%`;
+  const c = g.corrected, n = g.naive;
+  box.dataset.share = c.share.toFixed(4);
+  box.dataset.low = c.low.toFixed(4);
+  box.dataset.high = c.high.toFixed(4);
+  box.replaceChildren(
+    html("b", { class: "share" }, [`Women: ${p(c.share)}`]),
+    ` of watchers (${level} range `,
+    html("span", { class: "range" }, [`${p(c.low)} to ${p(c.high)}`]),
+    `), corrected for the errors the models are known to make (measured on ${g.reference}). ` +
+      `Uncorrected: ${p(n.share)} (${p(n.low)} to ${p(n.high)}), from ${fmt(g.watchers)} watchers. ` +
+      "The range covers the sample size and the correction's own uncertainty, not faces unlike the reference's.",
+  );
+}
+
 function drawAge(totals) {
   const W = 380, H = 200, L = 8, T = 18, B = 30;
   const max = niceMax(Math.max(0, ...AGE_BANDS.map((a) => totals.age[a])));
@@ -320,7 +346,7 @@ async function load() {
     const common = { start: range.start.toISOString(), end: range.end.toISOString() };
     try {
       const [stats, perCamera, cameras, devices] = await Promise.all([
-        api(`/v1/stats?${query({ ...common, bucket: range.bucket, ...camera })}`),
+        api(`/v1/stats?${query({ ...common, bucket: range.bucket, ...camera, shares: "true" })}`),
         api(`/v1/stats?${query({ ...common, bucket: "month", group_by: "camera" })}`),
         api("/v1/cameras"),
         api("/v1/devices"),
@@ -336,6 +362,7 @@ async function load() {
       drawKpis(stats.totals);
       drawTraffic(stats, range);
       drawGender(stats.totals);
+      drawShares(stats.shares);
       drawAge(stats.totals);
       drawCameras(perCamera.totals.groups || [], names, $("camera").value);
       drawDevices(devices);
@@ -343,6 +370,7 @@ async function load() {
       $("updated").textContent = `Updated ${new Date().toLocaleTimeString("en-GB")}`;
       // What these charts show (a filter changed meanwhile is loaded again next).
       document.body.dataset.loaded = wanted;
+      document.body.dataset.range = query(common);
     } catch (error) {
       fail(error);
     }
