@@ -12,7 +12,14 @@ For every ordered pair (fit set, score set) with the labels: the correction
 uniform in 20-80%, an age mix drawn from a flat Dirichlet over the bands, people drawn
 with replacement within each gender x age stratum. The truth is the drawn people's labels.
 
-Usage: ``python bench/population_shares.py [--populations 200] [--seed 0]``
+The hub ships EM for gender (the ``em`` rows: its point, ``pacc``'s interval moved onto
+it, exactly ``cloud_hub.queries.shares``) and the naive mean band probability for age in
+its own bands (0-12, 13-17, ..., 65+), scored on utkface_dev, the one set with exact ages
+(``hub bands`` table). ``--write-reference`` writes the gender reference the hub uses,
+fitted on fairface_dev only, to ``edge_agent/shares_reference.py``.
+
+Usage: ``python bench/population_shares.py [--populations 200] [--seed 0]
+[--write-reference]``
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.config import AgentConfig
+from edge_agent.contract import AGE_BAND_LOWER_BOUNDS, AGE_BAND_NAMES
 from edge_agent.pipeline import load_models
 from edge_agent.shares import (
     EM_MAX_ITER,
@@ -43,6 +51,7 @@ from edge_agent.shares import (
     shares,
 )
 from edge_agent.tools import evaluate
+from edge_agent.vision.calibration import CALIBRATION
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 SETS = ("utkface_dev", "lfw_gender_dev", "fairface_dev")
@@ -52,6 +61,15 @@ GENDERS = ("female", "male")
 METHODS: tuple[Method, ...] = ("cc", "pcc", "acc", "pacc", "em")
 NAIVE = ("cc", "pcc")
 DRAWS = 300  # for the drawn-interval column
+
+
+MODEL_SET = "dlib-mixed"  # the default set (AgentConfig), what the reference describes
+REFERENCE_MODULE = Path(__file__).resolve().parents[1] / "edge_agent" / "shares_reference.py"
+
+
+def hub_band_of(age: float) -> int:
+    """The hub's (and the contract's) age band of an age in years."""
+    return int(np.searchsorted(np.asarray(AGE_BAND_LOWER_BOUNDS), age, side="right") - 1)
 
 
 def band_of(age: float) -> int:
@@ -73,6 +91,9 @@ class FaceSet:
     p_female: NDArray[np.float64]
     p_band: NDArray[np.float64]  # [N, bands]
     age_band_said: NDArray[np.int64]  # the band of the expected age (what the hub counts)
+    hub_band: NDArray[np.int64]  # the hub's band of the exact age; -1: no exact age
+    p_hub_band: NDArray[np.float64]  # [N, 8]: what the event's age_bands carry
+    hub_band_said: NDArray[np.int64]  # the hub's band of the expected age (its age counts)
 
     @property
     def has_age(self) -> bool:
@@ -90,6 +111,8 @@ def compute(folder: Path) -> dict[str, list[float]]:
     ages = np.asarray(files.age_weights, np.float64)
     to_band = np.zeros((len(ages), len(BANDS)))
     to_band[np.arange(len(ages)), [band_of(a) for a in ages]] = 1.0
+    to_hub = np.zeros((len(ages), len(AGE_BAND_NAMES)))
+    to_hub[np.arange(len(ages)), [hub_band_of(a) for a in ages]] = 1.0
     rows = evaluate.read_labels(folder)
     out: dict[str, list[float]] = {}
     for start in range(0, len(rows), evaluate.BATCH):
@@ -101,13 +124,17 @@ def compute(folder: Path) -> dict[str, list[float]]:
                 float(est.gender[female_i]),
                 float(age @ ages),
                 *(age @ to_band).tolist(),
+                *(age @ to_hub).tolist(),
             ]
     return out
 
 
 def load_set(name: str) -> FaceSet:
     folder = SHARED / name
-    cache = CACHE / f"{name}.json"
+    # Outputs depend on the calibration: a refit must not read old outputs.
+    calibration = CALIBRATION[MODEL_SET]
+    tag = f"{calibration.gender_temperature}-{'-'.join(map(str, calibration.age_sigma))}"
+    cache = CACHE / f"{name}-{MODEL_SET}-{tag}.json"
     if cache.is_file():
         outputs = json.loads(cache.read_text())
     else:
@@ -116,9 +143,10 @@ def load_set(name: str) -> FaceSet:
         cache.write_text(json.dumps(outputs))
     with (folder / "labels.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    female, band, out = [], [], []
+    female, band, hub_band, out = [], [], [], []
     for r in rows:
         female.append(1 if r["gender"] == "female" else 0)
+        hub_band.append(hub_band_of(float(r["age"])) if r.get("age") else -1)
         if r.get("age_group"):
             band.append(BANDS.index(r["age_group"]))
         elif r.get("age"):
@@ -127,13 +155,17 @@ def load_set(name: str) -> FaceSet:
             band.append(-1)
         out.append(outputs[r["file"]])
     o = np.asarray(out, np.float64)
+    k = 2 + len(BANDS)
     return FaceSet(
         name,
         np.asarray(female),
         np.asarray(band),
         o[:, 0],
-        o[:, 2:] / o[:, 2:].sum(axis=1, keepdims=True),
+        o[:, 2:k] / o[:, 2:k].sum(axis=1, keepdims=True),
         np.asarray([band_of(a) for a in o[:, 1]]),
+        np.asarray(hub_band),
+        o[:, k:] / o[:, k:].sum(axis=1, keepdims=True),
+        np.asarray([hub_band_of(a) for a in o[:, 1]]),
     )
 
 
@@ -141,14 +173,14 @@ def fit(s: FaceSet, attribute: str) -> Correction:
     if attribute == "gender":
         post = np.stack([s.p_female, 1.0 - s.p_female], axis=1)
         labels = (1 - s.female).tolist()
-        return fit_correction("gender", GENDERS, labels, post.tolist(), s.name, "dlib-mixed")
+        return fit_correction("gender", GENDERS, labels, post.tolist(), s.name, MODEL_SET)
     return fit_correction(
         "age_band",
         BANDS,
         s.band.tolist(),
         s.p_band.tolist(),
         s.name,
-        "dlib-mixed",
+        MODEL_SET,
         predicted=s.age_band_said.tolist(),
     )
 
@@ -253,6 +285,64 @@ def run_pair(
     return res
 
 
+def run_hub_bands(s: FaceSet, pops: int, seed: int) -> dict[str, dict[str, list[float]]]:
+    """The hub's age shares in its own bands (no correction): ``pcc`` is what
+    ``/v1/stats?shares=true`` answers, ``cc`` what its age counts say."""
+    rng = np.random.default_rng(seed)
+    k = len(AGE_BAND_NAMES)
+    res: dict[str, dict[str, list[float]]] = {
+        m: {"err": [], "hit": [], "hit_drawn": [], "all": []} for m in NAIVE
+    }
+    for _ in range(pops):
+        idx = draw(s, rng)
+        truth = np.bincount(s.hub_band[idx], minlength=k) / len(idx)
+        for m in NAIVE:
+            if m == "cc":
+                observed = np.bincount(s.hub_band_said[idx], minlength=k) / len(idx)
+            else:
+                observed = s.p_hub_band[idx].mean(axis=0)
+            est = from_observed(observed.tolist(), len(idx), None, m)
+            inside = (np.array(est.low) - 1e-9 <= truth) & (truth <= np.array(est.high) + 1e-9)
+            r = res[m]
+            r["err"].append(0.5 * float(np.abs(np.array(est.estimate) - truth).sum()))
+            r["hit"].append(float(inside.mean()))
+            r["hit_drawn"].append(float(inside.mean()))
+            r["all"].append(float(inside.all()))
+    return res
+
+
+def write_reference(c: Correction) -> None:
+    """``edge_agent/shares_reference.py``: the gender reference the hub ships."""
+    soft = tuple(tuple(round(v, 3) for v in row) for row in c.soft)
+    REFERENCE_MODULE.write_text(
+        f'''"""What the shipped models are known to do on gender, measured on fairface_dev.
+
+Written by ``python bench/population_shares.py --write-reference`` from the default
+model set's calibrated outputs on ``faces/fairface_dev`` (FairFace, Kärkkäinen and Joo,
+CC BY 4.0: the one set here whose licence allows fitting what ships). The hub's
+corrected gender shares (``cloud_hub.queries.shares``) take EM's reference prior and
+the interval's confusion counts from it. Do not edit by hand: run the bench again.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from edge_agent.shares import Correction
+
+GENDER_REFERENCE: Final = Correction(
+    attribute="gender",
+    classes={tuple(c.classes)!r},
+    hard={tuple(tuple(r) for r in c.hard)!r},
+    soft={soft!r},
+    fitted_on={c.fitted_on!r},
+    model_set={c.model_set!r},
+)
+'''
+    )
+    print(f"wrote {REFERENCE_MODULE}")
+
+
 def report(title: str, res: dict[str, dict[str, list[float]]], unit: str) -> dict[str, float]:
     print(f"\n{title}")
     print(
@@ -291,6 +381,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--populations", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--write-reference",
+        action="store_true",
+        help="write the gender reference fitted on fairface_dev to edge_agent/shares_reference.py",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     sets = {name: load_set(name) for name in SETS}
@@ -309,6 +404,13 @@ def main() -> None:
             f"{what}: fit on {a}, scored on {args.populations} populations of {b}", res, unit
         )
         summary.append((attribute, f"{a} -> {b}", means))
+    hub = run_hub_bands(sets["utkface_dev"], args.populations, args.seed + len(pairs))
+    report(
+        f"the hub's age shares in its bands ({', '.join(AGE_BAND_NAMES)}), not corrected: "
+        f"{args.populations} populations of utkface_dev",
+        hub,
+        "TV pts",
+    )
     print("\nsummary (mean error, points): best naive vs best corrected")
     for attribute, pair, means in summary:
         naive = min(means[m] for m in NAIVE)
@@ -321,6 +423,8 @@ def main() -> None:
     print("\nwhat would ship (fitted on fairface_dev only):")
     c_gender, c_age = fit(sets["fairface_dev"], "gender"), fit(sets["fairface_dev"], "age_band")
     print("  " + c_gender.to_json())
+    if args.write_reference:
+        write_reference(c_gender)
     print("  " + c_age.to_json())
     print(
         "  the hub's bands (0-12, 13-17, 18-24, 25-34, ...) split fairface_dev's groups "

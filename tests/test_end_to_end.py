@@ -102,6 +102,9 @@ def test_three_people_counted_once_each(
     events = [PersonEvent.model_validate_json(payload) for _, payload in messages]
     for e in events:
         assert e.gender and e.age, e
+        # What corrected shares need: P(female) agreeing with the label, band masses.
+        assert e.p_female is not None and (e.p_female >= 0.5) == (e.gender.value == "female")
+        assert e.age_bands is not None and abs(sum(e.age_bands) - 1.0) < 0.01
     with capsys.disabled():  # shown in CI's log: what the pipeline estimated
         print()
         for e in events:
@@ -130,3 +133,7 @@ def test_three_people_counted_once_each(
     assert hub.get(query)["totals"] == totals
     page = hub.get(f"/v1/events?device_id={device_id}&limit=100")
     assert sorted(r["event_id"] for r in page["events"]) == sorted(str(e.event_id) for e in events)
+    stored = {r["event_id"]: r["p_female"] for r in page["events"]}
+    assert stored == {str(e.event_id): pytest.approx(e.p_female) for e in events}
+    shares = hub.get(query + "&shares=true")["shares"]
+    assert shares["gender"]["watchers"] == 3 and shares["age"]["watchers"] == 3
