@@ -314,6 +314,7 @@ def run_hub_bands(s: FaceSet, pops: int, seed: int) -> dict[str, dict[str, list[
 def write_reference(c: Correction) -> None:
     """``edge_agent/shares_reference.py``: the gender reference the hub ships."""
     soft = tuple(tuple(round(v, 3) for v in row) for row in c.soft)
+    classes = "(" + ", ".join(json.dumps(k) for k in c.classes) + ")"
     REFERENCE_MODULE.write_text(
         f'''"""What the shipped models are known to do on gender, measured on fairface_dev.
 
@@ -332,11 +333,11 @@ from edge_agent.shares import Correction
 
 GENDER_REFERENCE: Final = Correction(
     attribute="gender",
-    classes={tuple(c.classes)!r},
+    classes={classes},
     hard={tuple(tuple(r) for r in c.hard)!r},
     soft={soft!r},
-    fitted_on={c.fitted_on!r},
-    model_set={c.model_set!r},
+    fitted_on={json.dumps(c.fitted_on)},
+    model_set={json.dumps(c.model_set)},
 )
 '''
     )

@@ -107,13 +107,9 @@ class ShareInterval(BaseModel):
 
 
 class GenderShares(BaseModel):
-    """The female share of the watchers who carry P(female) (agents 0.3 on).
-
-    ``naive``: the mean of their calibrated P(female); its interval is the sample's alone.
-    ``corrected``: re-estimated for the models' known errors (EM on the posteriors, with
-    the reference set's prior), its interval wider by the reference's uncertainty. It
-    cannot correct errors a site's faces have that the reference's did not (docs/hub.md,
-    "Population shares")."""
+    """The female share of the watchers carrying P(female): ``naive`` (their mean, the
+    sample's interval) and ``corrected`` for the models' known errors (docs/hub.md,
+    "Population shares"), its interval also carrying the correction's uncertainty."""
 
     watchers: int = Field(description="Watchers whose P(female) the shares use.")
     naive: ShareInterval
@@ -122,9 +118,8 @@ class GenderShares(BaseModel):
 
 
 class AgeShares(BaseModel):
-    """Each age band's share of the watchers who carry band probabilities: the mean of
-    their probabilities, with the sample's interval. Not corrected: every correction
-    measured made the age distribution worse on faces unlike the reference's."""
+    """Each band's share of the watchers carrying band probabilities (their mean, the
+    sample's interval); not corrected: no correction measured helped."""
 
     watchers: int
     bands: dict[str, ShareInterval]
@@ -154,9 +149,7 @@ class StatsResponse(BaseModel):
     totals: StatsTotals
     buckets: list[StatsBucket]
     shares: PopulationShares | None = Field(
-        default=None,
-        description="Gender and age shares of the range's watchers, naive and corrected for "
-        "the models' known errors, with intervals.",
+        default=None, description="With shares=true: the range's gender and age shares."
     )
 
 
@@ -187,9 +180,7 @@ class EventRecord(BaseModel):
         description="Seconds the person faced the camera; null when unknown (a 0.1 agent)."
     )
     p_female: float | None = Field(
-        default=None,
-        description="The calibrated probability that the watcher is female, what corrected "
-        "gender shares start from; null without a gender or from agents before 0.3.",
+        default=None, description="Calibrated P(female); null without a gender or agent 0.3."
     )
     return_of: uuid.UUID | None = None  # the person's previous visit, when they came back
     models: dict[str, Any]
@@ -447,9 +438,7 @@ class DailyReport(BaseModel):
     start: datetime
     end: datetime
     cameras: list[CameraDay]
-    shares: PopulationShares | None = Field(
-        default=None, description="The day's watchers over every camera in the report."
-    )
+    shares: PopulationShares | None = Field(default=None, description="Over all its cameras.")
 
 
 class LiveToken(BaseModel):

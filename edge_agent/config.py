@@ -183,6 +183,7 @@ ModelSetName = Literal[
     "faceapi-fp32",
     "ensemble-int8",
     "ensemble-fp32",
+    "dlib-heads",
 ]
 MODEL_SET_NAMES: Final = get_args(ModelSetName)
 # Names older configurations used, still accepted: the dlib networks at either precision.
@@ -218,7 +219,8 @@ class EstimatorConfig(_Section):
         "float gender network, the default), dlib-int8 / dlib-fp32 (both int8 or both float), "
         "faceapi-fp16 / faceapi-fp32 (face-api's network, float16 "
         "weights or float), ensemble-int8 (dlib int8 + face-api fp16, averaged) / "
-        "ensemble-fp32; int8 and fp32 mean the dlib sets.",
+        "ensemble-fp32; dlib-heads (dlib-mixed fused with gender and age heads on the face "
+        "embedding, trained on FairFace); int8 and fp32 mean the dlib sets.",
     )
 
 

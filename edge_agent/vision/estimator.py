@@ -8,6 +8,8 @@ Which networks run is a *model set* (``EstimatorConfig.models``; ``model_sets.py
 dlib's pair, face-api's network, or both (an ensemble). Each member here cuts its chips
 and runs its networks; ``calibration.py`` turns their raw outputs into calibrated
 distributions, a gender ``[2]`` (female, male) and an age ``[81]`` over dlib's classes.
+A fused set (``model_sets.HEADS``) then multiplies those with what its heads on the face
+embedding say (``heads.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,18 @@ from edge_agent.vision.align import box_chip, chip_variants, variant_set
 from edge_agent.vision.attributes import AttributeModels, FaceApiModel
 from edge_agent.vision.calibration import CALIBRATION, Calibration, RawOutputs, finish
 from edge_agent.vision.detections import FaceCrop, FaceEstimate
+from edge_agent.vision.embedding import FaceEmbedder
+from edge_agent.vision.heads import HeadsMember, HeadsModel
 from edge_agent.vision.landmarks import FaceMeshLandmarker
 from edge_agent.vision.model_files import ModelFiles, Precision
-from edge_agent.vision.model_sets import DEFAULT_VARIANTS, MODEL_SETS, Member, MemberPrecision
+from edge_agent.vision.model_sets import (
+    DEFAULT_VARIANTS,
+    HEADS,
+    HEADS_EMBEDDING,
+    MODEL_SETS,
+    Member,
+    MemberPrecision,
+)
 
 # One face's chips for one member: a list per network, one chip per variant.
 FaceChips = list[list[NDArray[np.uint8]]]
@@ -114,6 +125,7 @@ class DemographicsEstimator:
         tta: bool = True,
         variants: str = "default",
         times: StageTimes | None = None,
+        heads: HeadsMember | None = None,
     ) -> None:
         if not members:
             raise ValueError("a model set needs at least one member")
@@ -124,6 +136,7 @@ class DemographicsEstimator:
         self.tta = tta  # False: one plain chip per network (live-switchable)
         self.variants = variants
         self.times = times or StageTimes()
+        self.heads = heads  # a fused set's heads on the embedding, else None
 
     @classmethod
     def load(
@@ -141,8 +154,16 @@ class DemographicsEstimator:
             for member, precision in MODEL_SETS[config.models]
         ]
         calibration = CALIBRATION[config.models]
+        heads = load_heads(HEADS[config.models], files, threads) if config.models in HEADS else None
         return cls(
-            landmarker, members, files.age_weights, calibration, config.tta, config.variants, times
+            landmarker,
+            members,
+            files.age_weights,
+            calibration,
+            config.tta,
+            config.variants,
+            times,
+            heads,
         )
 
     def apply_settings(self, config: EstimatorConfig) -> None:
@@ -153,7 +174,8 @@ class DemographicsEstimator:
     @property
     def model_keys(self) -> dict[str, str]:
         """Event model name -> manifest key, for ``PersonEvent.models``."""
-        return {name: key for m in self.members for name, key in m.keys.items()}
+        keys = {name: key for m in self.members for name, key in m.keys.items()}
+        return keys | (self.heads.keys if self.heads is not None else {})
 
     @property
     def _models(self) -> AttributeModels:
@@ -191,10 +213,27 @@ class DemographicsEstimator:
         landmarks, scores, outputs = self.raw(crops)
         members = [m.member for m in self.members]
         gender, age = finish(members, outputs, self.calibration, self.class_ages)
+        if self.heads is not None:
+            images = [crop.image for crop in crops]
+            head_gender, head_groups = self.heads.run(images, landmarks, self.times)
+            gender, age = self.heads.fuse(gender, age, head_gender, head_groups)
         return [
             FaceEstimate(gender=gender[i], age=age[i], face_score=scores[i], points=landmarks[i])
             for i in range(len(crops))
         ]
+
+
+def load_heads(key: str, files: ModelFiles, threads: int) -> HeadsMember:
+    """A fused set's heads and the embedding network they read, verified and loaded."""
+    spec = files.attribute_heads(key)
+    embedder = FaceEmbedder.from_model_files(files, HEADS_EMBEDDING, threads)
+    if embedder.spec.key != spec.embedding or spec.gender_labels != files.gender_labels:
+        raise ValueError(
+            f"{key}: reads {spec.embedding} with labels {spec.gender_labels}, expected "
+            f"{embedder.spec.key} with {files.gender_labels}"
+        )
+    keys = {"heads": spec.key, "embedding": embedder.spec.key}
+    return HeadsMember(embedder, HeadsModel(spec, threads), files.age_weights, keys)
 
 
 def load_member(

@@ -12,11 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
+
+from edge_agent.vision.model_specs import (
+    HeadsSpec,
+    PersonDetectorSpec,
+    floats,
+    heads_spec,
+    person_spec,
+)
 
 __all__ = [
     "DEFAULT_MODELS_DIR",
@@ -26,6 +34,7 @@ __all__ = [
     "DetectorSpec",
     "DetectorVariant",
     "FaceApiSpec",
+    "HeadsSpec",
     "ModelFiles",
     "PersonDetectorSpec",
     "Precision",
@@ -63,6 +72,9 @@ _FACEAPI_KEYS: Final = tuple(b + s for b in _FACEAPI_BASES for s in _FACEAPI_SUF
 # Person detectors: every entry with this task (optional, verified when listed); the config
 # names one by its manifest key (``PeopleConfig.model``).
 _PERSON_TASK: Final = "person_detection"
+# Gender and age heads on the face embedding (``edge-agent train-heads``): every entry with
+# this task (optional, verified when listed); a fused model set names one by its key.
+_HEADS_TASK: Final = "attribute_heads"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,31 +123,6 @@ class FaceApiSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class PersonDetectorSpec:
-    """A person detector (NanoDet heads): input float32 ``[1, 3, H, W]``, raw 0..255 in
-    ``color_order``, sides multiples of ``size_multiple`` (``input_size``: default longer
-    side); per stride ``s`` one ``[1, num_classes + 4 * (reg_max + 1), H / s, W / s]`` output:
-    class logits, then box-side distribution logits (left, top, right, bottom)."""
-
-    key: str  # manifest key = the name PeopleConfig.model uses
-    path: Path
-    input_name: str
-    input_size: int
-    size_multiple: int
-    color_order: str  # "BGR" or "RGB"
-    means: tuple[float, float, float]  # in color_order
-    stds: tuple[float, float, float]
-    normalization_in_graph: bool
-    output_names: tuple[str, ...]  # one per stride
-    strides: tuple[int, ...]
-    num_classes: int
-    person_class: int
-    reg_max: int
-    center_offset: float  # cell x is centred at (x + center_offset) * stride
-    nms_iou: float
-
-
-@dataclass(frozen=True, slots=True)
 class ModelFiles:
     """Verified model paths plus the manifest constants the agent needs to use them."""
 
@@ -164,6 +151,17 @@ class ModelFiles:
     person_detectors: Mapping[str, PersonDetectorSpec] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    heads: Mapping[str, HeadsSpec] = field(default_factory=lambda: MappingProxyType({}))
+
+    def attribute_heads(self, key: str) -> HeadsSpec:
+        """The heads a fused model set names; FileNotFoundError when the manifest lists no
+        such heads (an older build)."""
+        if key not in self.heads:
+            raise FileNotFoundError(
+                f"{self.root} has no attribute heads {key!r} (it has "
+                f"{sorted(self.heads) or 'none'}); rebuild with models/build.py"
+            )
+        return self.heads[key]
 
     def person_detector(self, name: str) -> PersonDetectorSpec:
         """The person detector ``PeopleConfig.model`` names; FileNotFoundError when the
@@ -281,8 +279,9 @@ def _load(root: Path) -> ModelFiles:
     if missing:
         raise ValueError(f"{manifest_path} lacks models {missing}; {_BUILD_HINT}")
     try:
-        people = (key for key, m in models.items() if m.get("task") == _PERSON_TASK)
-        optional = (*_OPTIONAL, *_FACEAPI_KEYS, *people)
+        tasks = (_PERSON_TASK, _HEADS_TASK)
+        tasked = (key for key, m in models.items() if m.get("task") in tasks)
+        optional = (*_OPTIONAL, *_FACEAPI_KEYS, *tasked)
         listed = (*_REQUIRED, *(key for key in optional if key in models))
         paths = {key: _verified(root, models[key]) for key in listed}
         return _assemble(root, manifest, paths)
@@ -327,17 +326,13 @@ def _detector_spec(path: Path, entry: Mapping[str, Any]) -> DetectorSpec:
     )
 
 
-def _floats(values: Sequence[Any]) -> tuple[float, ...]:
-    return tuple(float(v) for v in values)
-
-
 def _faceapi_spec(key: str, path: Path, entry: Mapping[str, Any]) -> FaceApiSpec:
     shape, pre = entry["input"]["shape"], entry["preprocessing"]
     norm = pre["normalization_in_graph"]
     if int(shape[1]) != int(shape[2]) or int(shape[3]) != 3:
         raise ValueError(f"{key}: expected a square 3-channel NHWC input, got {shape}")
-    low, high = _floats(pre["value_range"])
-    r, g, b = _floats(norm["means"])
+    low, high = floats(pre["value_range"])
+    r, g, b = floats(norm["means"])
     return FaceApiSpec(
         key=key,
         path=path,
@@ -372,33 +367,6 @@ def _faceapi_specs(
     return MappingProxyType(specs)
 
 
-def _person_spec(key: str, path: Path, entry: Mapping[str, Any]) -> PersonDetectorSpec:
-    shape, pre, post = entry["input"]["shape"], entry["preprocessing"], entry["postprocessing"]
-    if entry["input"]["layout"] != "NCHW" or int(shape[1]) != 3:
-        raise ValueError(f"{key}: expected a 3-channel NCHW input, got {shape}")
-    norm = pre["normalization"]
-    b0, b1, b2 = _floats(norm["means"])
-    s0, s1, s2 = _floats(norm["stds"])
-    return PersonDetectorSpec(
-        key=key,
-        path=path,
-        input_name=str(entry["input"]["name"]),
-        input_size=int(pre["input_size"]),
-        size_multiple=int(pre["size_multiple"]),
-        color_order=str(pre["color_order"]),
-        means=(b0, b1, b2),
-        stds=(s0, s1, s2),
-        normalization_in_graph=bool(norm["in_graph"]),
-        output_names=tuple(str(o["name"]) for o in entry["outputs"]),
-        strides=tuple(int(o["stride"]) for o in entry["outputs"]),
-        num_classes=int(post["num_classes"]),
-        person_class=int(post["person_class"]),
-        reg_max=int(post["reg_max"]),
-        center_offset=float(post["center_offset"]),
-        nms_iou=float(post["nms_iou"]),
-    )
-
-
 def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]) -> ModelFiles:
     models = manifest["models"]
     people = {key for key, entry in models.items() if entry.get("task") == _PERSON_TASK}
@@ -417,7 +385,7 @@ def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]
     if not shared:
         # ModelFiles carries one normalization and one padding for both models.
         raise ValueError("age and gender manifest entries disagree on preprocessing or I/O names")
-    r, g, b = _floats(age_pre["means"])
+    r, g, b = floats(age_pre["means"])
     detectors: dict[DetectorVariant, DetectorSpec] = {
         variant: _detector_spec(paths[key], models[key]) for variant, key in _DETECTOR_KEYS.items()
     }
@@ -431,7 +399,7 @@ def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]
         age_int8=paths.get("age_int8"),
         gender_int8=paths.get("gender_int8"),
         detectors=MappingProxyType(detectors),
-        age_weights=_floats(age["postprocessing"]["class_weights"]),
+        age_weights=floats(age["postprocessing"]["class_weights"]),
         gender_labels=tuple(str(label) for label in gender["postprocessing"]["labels"]),
         means=(r, g, b),
         scale=float(age_pre["scale"]),
@@ -444,6 +412,13 @@ def _assemble(root: Path, manifest: Mapping[str, Any], paths: Mapping[str, Path]
         manifest=MappingProxyType(dict(manifest)),
         faceapi=_faceapi_specs(models, paths),
         person_detectors=MappingProxyType(
-            {k: _person_spec(k, p, models[k]) for k, p in paths.items() if k in people}
+            {k: person_spec(k, p, models[k]) for k, p in paths.items() if k in people}
+        ),
+        heads=MappingProxyType(
+            {
+                k: heads_spec(k, p, models[k])
+                for k, p in paths.items()
+                if models[k].get("task") == _HEADS_TASK
+            }
         ),
     )

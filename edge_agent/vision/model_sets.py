@@ -6,6 +6,10 @@ crop, a gender distribution ``[2]`` (female, male) and an age distribution ``[81
 dlib's age classes, calibrated (``calibration.CALIBRATION``), so aggregation has one code
 path and every event keeps an age range. An ensemble averages its members'
 distributions, weighted by ``MEMBER_WEIGHTS``.
+
+A *fused* set (``HEADS``) adds gender and age heads on the face embedding
+(``heads.py``, trained by ``edge-agent train-heads``) and multiplies their distributions
+with its members' calibrated ones, with exponents fitted by likelihood.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ MODEL_SETS: Final[Mapping[str, tuple[tuple[Member, MemberPrecision], ...]]] = {
     "faceapi-fp32": (("faceapi", "fp32"),),
     "ensemble-int8": (("dlib", "int8"), ("faceapi", "fp16")),
     "ensemble-fp32": (("dlib", "fp32"), ("faceapi", "fp32")),
+    "dlib-heads": (("dlib", "mixed"),),  # + HEADS
 }
+# Fused sets -> the manifest key of the heads on the embedding they fuse with their members.
+HEADS: Final[Mapping[str, str]] = {"dlib-heads": "heads_fairface"}
+# The face-recognition network whose embedding the heads read (what the agent computes once
+# per person for returns, ReturnsConfig.model's default).
+HEADS_EMBEDDING: Final[Precision] = "int8"
 assert tuple(MODEL_SETS) == MODEL_SET_NAMES, "config.py and model_sets.py list the same sets"
 
 # The variants each member averages when EstimatorConfig.variants is "default": the
