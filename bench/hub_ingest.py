@@ -4,12 +4,16 @@ Usage::
 
     python bench/hub_ingest.py [--events 60000] [--batch-sizes 250,500,1000,2000]
         [--publishers 2] [--paced-rate 5000] [--orm-events 3000] [--protocol 5]
+        [--backends plain[,timescaledb]] [--drain-rounds 1] [--drain-only]
 
 Needs the local PostgreSQL (and Redis: the hub's live cache stays on, as in production).
-Each measurement gets a throwaway database; the broker is a private Mosquitto on a free
-port with ``max_queued_messages 0`` (what docs/hub.md asks for: the machine's Mosquitto
-keeps its default of 1,000 queued messages per client and would drop a backlog) and no
-persistence; ``--broker system`` uses 127.0.0.1:1883 instead.
+Each measurement gets a throwaway database, migrated by the hub's own code for its
+backend: plain PostgreSQL on ``TEST_PG_ADMIN_URL`` (127.0.0.1:5432), TimescaleDB on
+``TEST_TSDB_ADMIN_URL`` (127.0.0.1:5433, ``.ci/timescaledb.sh``; its own scheduler runs
+the refresh policies while the hub ingests, as in production). The broker is a private
+Mosquitto on a free port with ``max_queued_messages 0`` (what docs/hub.md asks for: the
+machine's Mosquitto keeps its default of 1,000 queued messages per client and would drop
+a backlog) and no persistence; ``--broker system`` uses 127.0.0.1:1883 instead.
 
 Events come from the fleet simulator (``cloud_hub.tools.simulated_fleet.Fleet``: 500
 devices x 4 cameras), serialized once before timing. Per batch size:
@@ -23,6 +27,12 @@ devices x 4 cameras), serialized once before timing. Per batch size:
   stopped (its persistent session), then the hub starts: commits per second between its
   first and last commit, with no publisher competing for the CPU.
 - **hub, paced** (``--paced-rate``): publishers hold a steady rate: latency at that load.
+- **backends** (``--backends plain,timescaledb``): the live, paced and ORM runs use the
+  first backend; the drain (and the raw ceiling before it) runs on each backend in turn,
+  ``--drain-rounds`` times, with the same events, broker and settings, and the summary
+  gives each backend's drain rate, its share of that backend's raw rate, and
+  TimescaleDB's drain as a share of plain's (the target: at least 80 %).
+  ``--drain-only`` skips the live runs (the first of ``--batch-sizes`` is drained).
 - **ORM baseline**: a naive consumer (same broker, QoS 1, ack after commit) that validates
   each message and inserts it through a SQLModel/SQLAlchemy session, one row and one
   commit per message.
@@ -58,7 +68,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import paho.mqtt.client as mqtt
@@ -73,7 +83,13 @@ from cloud_hub.tools.simulated_fleet import Fleet
 from edge_agent.contract import EventTopic, PersonEvent
 from edge_agent.logs import configure_logging
 
-PG = "postgresql://postgres@127.0.0.1:5432"
+SERVERS = {
+    "plain": os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    "timescaledb": os.environ.get(
+        "TEST_TSDB_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
+    ),
+}
+NAMES = {"plain": "plain", "timescaledb": "TimescaleDB"}
 WINDOW = 2000
 
 _TRIGGER = """
@@ -106,18 +122,28 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _create_db(name: str, migrate: bool) -> None:
-    conn = await asyncpg.connect(f"{PG}/postgres")
+def _url(backend: str, name: str) -> str:
+    """The URL of database ``name`` on ``backend``'s server."""
+    return SERVERS[backend].rsplit("/", 1)[0] + f"/{name}"
+
+
+def _timescaledb(backend: str) -> Literal["on", "off"]:
+    """``HUB_TIMESCALEDB`` for a backend."""
+    return "on" if backend == "timescaledb" else "off"
+
+
+async def _create_db(name: str, migrate: bool, backend: str = "plain") -> None:
+    conn = await asyncpg.connect(SERVERS[backend])
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
     if migrate:
-        await prepare_database(f"{PG}/{name}", HubSettings(timescaledb="off"))
+        await prepare_database(_url(backend, name), HubSettings(timescaledb=_timescaledb(backend)))
 
 
-async def _drop_db(name: str) -> None:
-    conn = await asyncpg.connect(f"{PG}/postgres")
+async def _drop_db(name: str, backend: str = "plain") -> None:
+    conn = await asyncpg.connect(SERVERS[backend])
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -309,7 +335,14 @@ def publish_all(
 
 
 def start_hub(
-    url: str, root: str, port: int, protocol: str, batch: int, queue: int, redis: bool = True
+    url: str,
+    root: str,
+    port: int,
+    protocol: str,
+    batch: int,
+    queue: int,
+    redis: bool = True,
+    backend: str = "plain",
 ) -> Any:
     settings = HubSettings(
         database_url=url,
@@ -324,7 +357,7 @@ def start_hub(
         batch_max_wait_s=0.05,
         log_format="console",
         log_level="warning",
-        timescaledb="off",
+        timescaledb=_timescaledb(backend),
         redis_url="redis://127.0.0.1:6379/0" if redis else "",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
@@ -399,20 +432,22 @@ def measure_hub(
     batch: int,
     mode: str,
     redis: bool = True,
+    backend: str = "plain",
 ) -> Result:
     """One hub run: ``live`` (publish at full speed), ``paced``, or ``drain``."""
     name = f"audience_bench_{uuid.uuid4().hex[:8]}"
-    url = f"{PG}/{name}"
+    url = _url(backend, name)
     root = f"bench-{uuid.uuid4().hex[:8]}"
     messages = [
         (str(EventTopic(root, e.device_id, e.camera_id)), p)
         for e, p in zip(events, payloads, strict=True)
     ]
     result = Result(f"hub {mode}" + ("" if redis else " -redis"), len(events))
-    _run(_create_db(name, migrate=True))
+    _run(_create_db(name, migrate=True, backend=backend))
     _run(_sql(url, _TRIGGER))
     listener = CommitListener(url)
-    hub = start_hub(url, root, broker.port, args.protocol, batch, args.queue_size, redis)
+    hub_args = (url, root, broker.port, args.protocol, batch, args.queue_size, redis, backend)
+    hub = start_hub(*hub_args)
     try:
         if mode == "drain":
             hub.send_signal(signal.SIGTERM)  # its session stays: the broker queues for it
@@ -420,7 +455,7 @@ def measure_hub(
             times, result.publisher_rate = publish_all(
                 broker.port, args.protocol, messages, args.publishers
             )
-            hub = start_hub(url, root, broker.port, args.protocol, batch, args.queue_size, redis)
+            hub = start_hub(*hub_args)
         profiler = _profile(args, hub.pid, f"{mode}{'' if redis else '-redis'}-{batch}")
         cpu0 = _cpu_s(hub.pid)
         if mode != "drain":
@@ -448,7 +483,7 @@ def measure_hub(
         hub.terminate()
         hub.wait()
         listener.close()
-        _run(_drop_db(name))
+        _run(_drop_db(name, backend))
     return result
 
 
@@ -467,11 +502,11 @@ def _profile(args: argparse.Namespace, pid: int, label: str) -> subprocess.Popen
 # --- raw ceiling ---------------------------------------------------------------------
 
 
-def measure_raw(events: list[PersonEvent], batch: int) -> Result:
+def measure_raw(events: list[PersonEvent], batch: int, backend: str = "plain") -> Result:
     """``store_batch`` straight to PostgreSQL, batch after batch, on one connection."""
     name = f"audience_bench_{uuid.uuid4().hex[:8]}"
-    url = f"{PG}/{name}"
-    _run(_create_db(name, migrate=True))
+    url = _url(backend, name)
+    _run(_create_db(name, migrate=True, backend=backend))
 
     async def run() -> float:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
@@ -487,7 +522,7 @@ def measure_raw(events: list[PersonEvent], batch: int) -> Result:
         elapsed = _run(run())
         stored = _count(url)
     finally:
-        _run(_drop_db(name))
+        _run(_drop_db(name, backend))
     return Result("raw", len(events), stored, stored / elapsed)
 
 
@@ -567,11 +602,13 @@ def _orm_consumer(url: str, port: int, protocol: str, root: str, ready: Any) -> 
     client.loop_forever()
 
 
-def measure_orm(args: argparse.Namespace, broker: Broker, events: list[PersonEvent]) -> Result:
+def measure_orm(
+    args: argparse.Namespace, broker: Broker, events: list[PersonEvent], backend: str = "plain"
+) -> Result:
     name = f"audience_bench_{uuid.uuid4().hex[:8]}"
-    url = f"{PG}/{name}"
+    url = _url(backend, name)
     root = f"bench-{uuid.uuid4().hex[:8]}"
-    _run(_create_db(name, migrate=True))
+    _run(_create_db(name, migrate=True, backend=backend))
     _run(_sql(url, _TRIGGER))
     listener = CommitListener(url)
     ctx = mp.get_context("fork")
@@ -599,7 +636,7 @@ def measure_orm(args: argparse.Namespace, broker: Broker, events: list[PersonEve
         consumer.terminate()
         consumer.join()
         listener.close()
-        _run(_drop_db(name))
+        _run(_drop_db(name, backend))
     return result
 
 
@@ -615,6 +652,9 @@ def make_events(n: int, seed: int) -> list[PersonEvent]:
     return [fleet.event(now - timedelta(seconds=s)) for s in offsets]
 
 
+_LABEL = 26  # width of the run column
+
+
 def _row(result: Result, batch: int | str) -> str:
     lat = (
         f"{result.p50_ms:8.0f} {result.p99_ms:8.0f}"
@@ -625,7 +665,7 @@ def _row(result: Result, batch: int | str) -> str:
     pub = f"{result.publisher_rate:9,.0f}" if result.publisher_rate else f"{'-':>9}"
     gap = f"{result.notify_gap_ms:6.1f}" if result.notify_gap_ms else f"{'-':>6}"
     return (
-        f"{result.label:<17} {batch!s:>6} {result.stored:>7}/{result.events:<7} "
+        f"{result.label:<{_LABEL}} {batch!s:>6} {result.stored:>7}/{result.events:<7} "
         f"{result.rate:9,.0f} {pub} {lat} {cpu} {gap}"
     )
 
@@ -641,72 +681,137 @@ def main() -> None:
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
     parser.add_argument("--broker", choices=["private", "system"], default="private")
     parser.add_argument("--no-drain", action="store_true")
+    parser.add_argument(
+        "--backends",
+        default="plain",
+        help="plain, timescaledb, or plain,timescaledb: the drain runs on each (the live, "
+        "paced and ORM runs on the first)",
+    )
+    parser.add_argument(
+        "--drain-rounds", type=int, default=1, help="drain each backend this many times, in turn"
+    )
+    parser.add_argument(
+        "--drain-only", action="store_true", help="no live runs: drain at the first batch size"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", help="py-spy the hub runs into this folder (needs py-spy)")
     args = parser.parse_args()
     configure_logging("console", "warning")
     sizes = [int(s) for s in args.batch_sizes.split(",")]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for backend in backends:
+        if backend not in SERVERS:
+            parser.error(f"unknown backend {backend!r}: plain, timescaledb")
+    first = backends[0]
+    several = len(backends) > 1
+
+    def named(result: Result, backend: str) -> Result:
+        if several or backend != "plain":
+            result.label = f"{result.label} {NAMES[backend]}"
+        return result
 
     print(f"generating {args.events:,} simulated events ...", flush=True)
     events = make_events(args.events, args.seed)
     payloads = [e.model_dump_json().encode() for e in events]
     print(
         f"{os.cpu_count()} CPUs; protocol {args.protocol}; {args.publishers} publisher "
-        f"processes; HUB_QUEUE_SIZE={args.queue_size}, HUB_BATCH_MAX_WAIT_S=0.05",
+        f"processes; HUB_QUEUE_SIZE={args.queue_size}, HUB_BATCH_MAX_WAIT_S=0.05; "
+        f"backends {', '.join(NAMES[b] for b in backends)}",
         flush=True,
     )
     header = (
-        f"{'run':<17} {'batch':>6} {'stored':>15} {'events/s':>9} {'pub/s':>9} "
+        f"{'run':<{_LABEL}} {'batch':>6} {'stored':>15} {'events/s':>9} {'pub/s':>9} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'hub µs/ev':>6} {'gap ms':>6}"
     )
     broker = Broker(args.broker)
     rows: list[str] = []
+    verdicts: list[str] = []
     try:
         best: tuple[float, int] = (0.0, sizes[0])
-        for size in sizes:
-            raw = measure_raw(events, size)
-            rows.append(_row(raw, size))
-            live = measure_hub(args, broker, events, payloads, size, "live")
-            rows.append(_row(live, size) + f"  = {live.rate / raw.rate:.0%} of raw")
-            print(rows[-2] + "\n" + rows[-1], flush=True)
-            best = max(best, (live.rate, size))
-        size = best[1]
-        live = measure_hub(args, broker, events, payloads, size, "live", redis=False)
-        rows.append(_row(live, size))
-        print(rows[-1], flush=True)
-        verdict = ""
-        if not args.no_drain:
-            # The ceiling again, right before: the machine's load drifts between runs.
-            raw = measure_raw(events, size)
-            rows.append(_row(raw, size))
+        if not args.drain_only:
+            for size in sizes:
+                raw = named(measure_raw(events, size, first), first)
+                rows.append(_row(raw, size))
+                live = measure_hub(args, broker, events, payloads, size, "live", backend=first)
+                rows.append(
+                    _row(named(live, first), size) + f"  = {live.rate / raw.rate:.0%} of raw"
+                )
+                print(rows[-2] + "\n" + rows[-1], flush=True)
+                best = max(best, (live.rate, size))
+            size = best[1]
+            live = measure_hub(
+                args, broker, events, payloads, size, "live", redis=False, backend=first
+            )
+            rows.append(_row(named(live, first), size))
             print(rows[-1], flush=True)
-            for redis in (True, False):
-                drain = measure_hub(args, broker, events, payloads, size, "drain", redis=redis)
-                rows.append(_row(drain, size) + f"  = {drain.rate / raw.rate:.0%} of raw")
-                print(rows[-1], flush=True)
-                if redis:
-                    met = drain.rate >= 20_000 and drain.rate >= 0.3 * raw.rate
-                    verdict = (
-                        f"one hub sustains (drain, live cache on, batch {size}): "
-                        f"{drain.rate:,.0f} events/s = {drain.rate / raw.rate:.0%} of the raw "
-                        f"{raw.rate:,.0f}/s; target >= 20,000/s and >= 30%: "
-                        + ("met" if met else "NOT met")
-                    )
+        size = best[1]
+        # (drain rate, raw rate) per backend and round
+        drains: dict[str, list[tuple[float, float]]] = {b: [] for b in backends}
+        if not args.no_drain:
+            for round_ in range(args.drain_rounds):
+                for backend in backends:
+                    # The ceiling again, right before: the machine's load drifts.
+                    raw = named(measure_raw(events, size, backend), backend)
+                    rows.append(_row(raw, size))
+                    print(rows[-1], flush=True)
+                    # With one backend, its first round also drains without the live cache.
+                    for redis in (True,) if several or round_ else (True, False):
+                        drain = measure_hub(
+                            args, broker, events, payloads, size, "drain", redis, backend
+                        )
+                        rows.append(
+                            _row(named(drain, backend), size)
+                            + f"  = {drain.rate / raw.rate:.0%} of raw"
+                        )
+                        print(rows[-1], flush=True)
+                        if redis:
+                            drains[backend].append((drain.rate, raw.rate))
+            verdicts = _verdicts(drains, size)
         if args.paced_rate > 0:
-            paced = measure_hub(args, broker, events, payloads, size, "paced")
+            paced = measure_hub(args, broker, events, payloads, size, "paced", backend=first)
             paced.label = f"hub @{args.paced_rate:,.0f}/s"
-            rows.append(_row(paced, size))
+            rows.append(_row(named(paced, first), size))
             print(rows[-1], flush=True)
         if args.orm_events > 0:
-            orm = measure_orm(args, broker, events[: args.orm_events])
-            rows.append(_row(orm, 1))
+            orm = measure_orm(args, broker, events[: args.orm_events], first)
+            rows.append(_row(named(orm, first), 1))
             print(rows[-1], flush=True)
     finally:
         broker.stop()
     print("\n" + header)
     print("\n".join(rows))
-    if verdict:
-        print("\n" + verdict)
+    if verdicts:
+        print("\n" + "\n".join(verdicts))
+
+
+def _verdicts(drains: dict[str, list[tuple[float, float]]], size: int) -> list[str]:
+    """Each backend's drain against its raw rate and the 20,000/s target; with both
+    backends, TimescaleDB's drain as a share of plain's and the 80 % target."""
+    lines = []
+    for backend, runs in drains.items():
+        if not runs:
+            continue
+        rate = statistics.median(r for r, _ in runs)
+        raw = statistics.median(w for _, w in runs)
+        shares = ", ".join(f"{r / w:.0%}" for r, w in runs)
+        met = rate >= 20_000 and rate >= 0.3 * raw
+        lines.append(
+            f"{NAMES[backend]}: one hub sustains (drain, live cache on, batch {size}"
+            + (f", median of {len(runs)}" if len(runs) > 1 else "")
+            + f"): {rate:,.0f} events/s = {rate / raw:.0%} of the raw {raw:,.0f}/s "
+            f"(each round: {shares}); target >= 20,000/s and >= 30%: "
+            + ("met" if met else "NOT met")
+        )
+    plain, tsdb = drains.get("plain"), drains.get("timescaledb")
+    if plain and tsdb:
+        ratio = statistics.median(r for r, _ in tsdb) / statistics.median(r for r, _ in plain)
+        rounds = ", ".join(f"{t[0] / p[0]:.0%}" for p, t in zip(plain, tsdb, strict=False))
+        raw_ratio = statistics.median(w for _, w in tsdb) / statistics.median(w for _, w in plain)
+        lines.append(
+            f"TimescaleDB drain = {ratio:.0%} of plain's (each round: {rounds}; raw writes: "
+            f"{raw_ratio:.0%} of plain's); target >= 80%: " + ("met" if ratio >= 0.8 else "NOT met")
+        )
+    return lines
 
 
 if __name__ == "__main__":

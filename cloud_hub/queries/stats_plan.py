@@ -104,24 +104,30 @@ async def _plan(
     # Bounds are parameters; a cached generic plan would not see their values.
     await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
     marks = await _plain_watermarks(conn) if direct else None
+    f = statement.filters
+    fleet_wide = f.device_id is None and f.camera_id is None and f.site is None
     if marks is not None:
         pending = await conn.fetch("SELECT device_id, hour FROM rollup_pending_hours")
         statement.set_pending([(r["device_id"], r["hour"]) for r in pending], marks[1])
-        f = statement.filters
-        statement.fleet = f.device_id is None and f.camera_id is None and f.site is None
-        if statement.fleet:  # a database migrated before 007 has none
-            statement.fleet = await conn.fetchval(
-                "SELECT to_regclass('stats_daily_fleet_rollup') IS NOT NULL"
-            )
+        statement.fleet = fleet_wide and await _exists(conn, "stats_daily_fleet_rollup")
+    elif fleet_wide and not statement.per_camera:
+        # TimescaleDB: the fleet-wide aggregates (migration 012) where they exist.
+        statement.fleet = await _exists(conn, "stats_daily_fleet")
     for span in plan_spans(start, end, statement.bucket):
         if span.source == "person_events":
             statement.raw(span.start, span.end)
         elif marks is None:
-            statement.rollup(span.source, span.start, span.end)
+            source = f"{span.source}_fleet" if statement.fleet else span.source
+            statement.rollup(source, span.start, span.end)
         elif span.source == "stats_hourly":
             statement.plain_hourly(span.start, span.end, marks[0])
         else:
             statement.plain_daily(span.start, span.end, *marks)
+
+
+async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
+    """Whether ``relation`` exists (a database migrated before it has none)."""
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation))
 
 
 # --- what an answer would cost, before it is read -------------------------------------------

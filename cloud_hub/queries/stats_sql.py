@@ -55,7 +55,8 @@ class _Statement:
     _filter_params: dict[str, str] = field(default_factory=dict)
     _pending: dict[str, tuple[list[str], list[datetime]]] = field(default_factory=dict)
     _pending_names: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # Plain: read the fleet-wide rollups (no device or camera dimension) where they answer.
+    # Read the fleet-wide rollups (no device or camera dimension) where they answer: the
+    # plain backend's tables (migration 007), TimescaleDB's aggregates (012).
     fleet: bool = False
 
     def __post_init__(self) -> None:

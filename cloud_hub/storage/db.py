@@ -219,6 +219,12 @@ async def configure_storage(conn: asyncpg.Connection, settings: HubSettings) -> 
     return backend
 
 
+# The relations whose TimescaleDB policies the hub configures (and may run itself).
+HUB_JOB_RELATIONS = (
+    "('person_events', 'stats_hourly', 'stats_daily', 'stats_hourly_fleet', 'stats_daily_fleet')"
+)
+
+
 async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> None:
     await conn.execute(
         "SELECT set_chunk_time_interval('person_events', $1::interval)",
@@ -227,12 +233,19 @@ async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> No
     lag = timedelta(seconds=s.rollup_lag_s)
     every = timedelta(seconds=s.rollup_refresh_s)
     late = s.rollup_late_window
+    day = timedelta(days=1)
     for view, start, end in (
         ("stats_hourly", late, lag),
         # A day is refreshed whole, including the one the late window starts in, and an
         # hour after the hourly refresh could have finished its last hour.
-        ("stats_daily", late and late + timedelta(days=1), lag + timedelta(hours=1)),
+        ("stats_daily", late and late + day, lag + timedelta(hours=1)),
+        # The fleet sums (migration 012) read their parent's materialisation: an hour
+        # behind it, and the same windows.
+        ("stats_hourly_fleet", late, lag + timedelta(hours=1)),
+        ("stats_daily_fleet", late and late + day, lag + timedelta(hours=2)),
     ):
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", view):
+            continue  # migrated only up to a version before the view
         await conn.execute("SELECT remove_continuous_aggregate_policy($1, if_exists => true)", view)
         await conn.execute(
             """SELECT add_continuous_aggregate_policy($1, start_offset => $2::interval,
@@ -251,7 +264,10 @@ async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> No
     for relation, keep in (
         ("person_events", s.retention_days),
         ("stats_hourly", s.rollup_retention_days),
+        ("stats_hourly_fleet", s.rollup_retention_days),
     ):
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation):
+            continue
         await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", relation)
         if keep:
             await conn.execute(
@@ -262,8 +278,8 @@ async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> No
     # HUB_ROLLUP_JOBS=hub: the hub runs the policies (``rollups.run_timescaledb_jobs``),
     # so the scheduler must not run them too (two refreshes of one aggregate collide).
     await conn.execute(
-        """SELECT alter_job(job_id, scheduled => $1) FROM timescaledb_information.jobs
-           WHERE hypertable_name IN ('person_events', 'stats_hourly', 'stats_daily')""",
+        f"""SELECT alter_job(job_id, scheduled => $1) FROM timescaledb_information.jobs
+           WHERE hypertable_name IN {HUB_JOB_RELATIONS}""",
         s.rollup_jobs != "hub",
     )
 

@@ -269,12 +269,16 @@ def test_migrations_build_each_backend(storage: StorageDb) -> None:
     if storage.backend == "timescaledb":
         assert [tuple(r) for r in info["realtime"]] == [
             ("stats_daily", False),
+            ("stats_daily_fleet", False),
             ("stats_hourly", False),
+            ("stats_hourly_fleet", False),
         ]
         assert info["jobs"] == [
             ("policy_compression", "person_events"),
             ("policy_refresh_continuous_aggregate", "stats_daily"),
+            ("policy_refresh_continuous_aggregate", "stats_daily_fleet"),
             ("policy_refresh_continuous_aggregate", "stats_hourly"),
+            ("policy_refresh_continuous_aggregate", "stats_hourly_fleet"),
         ]
     else:
         assert info["partitions"] in (3, 4)  # from a width back to two widths ahead
@@ -457,7 +461,7 @@ def test_upgrade_from_a_deployed_database(storage: StorageDb) -> None:
         "009_rejected_topic.sql",
         f"010_watchers.{storage.backend}.sql",
         "011_share_inputs.sql",
-    ]
+    ] + (["012_fleet_aggregates.timescaledb.sql"] if storage.backend == "timescaledb" else [])
     register_cameras(storage)
     assert store(storage, events) == set()  # the copied rows still dedupe redeliveries
     check_all(storage, events, now)

@@ -292,7 +292,7 @@ def test_upgrade_keeps_what_retention_dropped(storage: StorageDb) -> None:
     assert run(prepare_database(storage.url, settings)) == [
         f"010_watchers.{storage.backend}.sql",
         "011_share_inputs.sql",
-    ]
+    ] + (["012_fleet_aggregates.timescaledb.sql"] if storage.backend == "timescaledb" else [])
 
     async def archived(conn: asyncpg.Connection) -> list[int]:
         return [
