@@ -51,7 +51,7 @@ build_deps() {  # in the foreground: apt takes a lock other CI steps need too
 }
 
 if [ "${1:-}" = "--background" ]; then
-  if answers "$PORT"; then
+  if answers "$PORT" && installed; then
     say "ready on 127.0.0.1:$PORT"
     exit 0
   fi
