@@ -101,6 +101,13 @@ class HubSettings(BaseSettings):
         description="Bucket x group pairs one /v1/stats or /v1/occupancy answer may hold "
         "(cameras x 25 for /v1/reports/daily); estimated before the query, 422 beyond.",
     )
+    shares_max_days: int = Field(
+        default=31,
+        ge=1,
+        le=3660,
+        description="The longest range /v1/stats?shares=true answers (it scans the range's "
+        "events: about 0.9 s a week for 100,000 events a day); 422 beyond.",
+    )
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -41,6 +42,13 @@ async def get_stats(
     gender and age shares of the watchers, naive and corrected for the models' known
     errors, with 90% intervals."""
     start, end = window.range()
+    if shares and end - start > timedelta(days=settings.shares_max_days):
+        raise HTTPException(
+            422,
+            f"shares=true answers ranges of at most {settings.shares_max_days} days "
+            "(HUB_SHARES_MAX_DAYS; it reads every event in the range): ask for a shorter "
+            "range, or use /v1/reports/daily, which carries each day's shares",
+        )
     try:
         totals, buckets = await stats(
             pool,

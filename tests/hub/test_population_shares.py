@@ -149,6 +149,12 @@ def test_corrected_shares_match_a_computation_by_hand(
     assert report["shares"]["gender"] == gender
     assert report["shares"]["age"] == age
 
+    # A range longer than HUB_SHARES_MAX_DAYS (31): refused, saying why and what to ask.
+    long = (now - timedelta(days=40)).isoformat().replace("+00:00", "Z")
+    status, body = hub.request(f"/v1/stats?start={long}&end={end}&shares=true")
+    assert status == 422 and "HUB_SHARES_MAX_DAYS" in str(body), body
+    assert hub.request(f"/v1/stats?start={long}&end={end}")[0] == 200  # without: as before
+
     # No watcher with P(female) in range: no shares, rather than a share of nobody.
     empty = f"/v1/stats?start={start}&end={end}&device_id=dev-none&shares=true"
     assert hub.get(empty)["shares"] == {"level": 0.9, "gender": None, "age": None}
