@@ -8,7 +8,7 @@ for the reference set's prior (fairface_dev's 50/50, ``edge_agent.shares_referen
 and EM finds the prior of this population under which they would be; its interval
 takes both the population's size and the reference's confusion counts (``pacc``'s
 delta-method half-widths, ``edge_agent.shares.recentred``). On populations of sets the
-correction never saw, EM cut the naive error by 18-37% (``bench/population_shares.py``,
+correction never saw, EM cut the naive error by 10-33% (``bench/population_shares.py``,
 docs/models.md).
 
 Age: the mean of the watchers' band probabilities (``age_bands``), with the sample's

@@ -12,6 +12,7 @@ import asyncpg
 from cloud_hub.queries.buckets import StatsBucketSize, _ceil, _truncate
 from cloud_hub.queries.filters import Filters, StatsFilter
 from cloud_hub.queries.stats_sql import _DIMENSIONS, _Statement
+from cloud_hub.storage.db import relation_exists
 
 # (bucket, group) pairs in one answer by default (the API passes HUB_STATS_MAX_PAIRS): a
 # pair costs the hub 3-4.5 KB at its peak (the row, the models, the JSON), so 20,000 is
@@ -109,10 +110,10 @@ async def _plan(
     if marks is not None:
         pending = await conn.fetch("SELECT device_id, hour FROM rollup_pending_hours")
         statement.set_pending([(r["device_id"], r["hour"]) for r in pending], marks[1])
-        statement.fleet = fleet_wide and await _exists(conn, "stats_daily_fleet_rollup")
+        statement.fleet = fleet_wide and await relation_exists(conn, "stats_daily_fleet_rollup")
     elif fleet_wide and not statement.per_camera:
         # TimescaleDB: the fleet-wide aggregates (migration 012) where they exist.
-        statement.fleet = await _exists(conn, "stats_daily_fleet")
+        statement.fleet = await relation_exists(conn, "stats_daily_fleet")
     for span in plan_spans(start, end, statement.bucket):
         if span.source == "person_events":
             statement.raw(span.start, span.end)
@@ -123,11 +124,6 @@ async def _plan(
             statement.plain_hourly(span.start, span.end, marks[0])
         else:
             statement.plain_daily(span.start, span.end, *marks)
-
-
-async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
-    """Whether ``relation`` exists (a database migrated before it has none)."""
-    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation))
 
 
 # --- what an answer would cost, before it is read -------------------------------------------

@@ -17,10 +17,12 @@ statistics current from then on).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from importlib import resources
+from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -219,10 +221,24 @@ async def configure_storage(conn: asyncpg.Connection, settings: HubSettings) -> 
     return backend
 
 
+# TimescaleDB's continuous aggregates, parents before the aggregates built on them, with
+# how far behind HUB_ROLLUP_LAG_S each one's refresh ends: an hour behind what it is
+# built on (a refresh reads its parent's materialisation). The policies' end offsets
+# (configure_storage) and the hub's first refresh (rollups) both take them from here.
+AGGREGATE_LAG: Final[Mapping[str, timedelta]] = {
+    "stats_hourly": timedelta(),
+    "stats_daily": timedelta(hours=1),
+    "stats_hourly_fleet": timedelta(hours=1),  # migration 012
+    "stats_daily_fleet": timedelta(hours=2),
+}
 # The relations whose TimescaleDB policies the hub configures (and may run itself).
-HUB_JOB_RELATIONS = (
-    "('person_events', 'stats_hourly', 'stats_daily', 'stats_hourly_fleet', 'stats_daily_fleet')"
-)
+HUB_JOB_RELATIONS = "(" + ", ".join(f"'{r}'" for r in ("person_events", *AGGREGATE_LAG)) + ")"
+
+
+async def relation_exists(conn: asyncpg.Connection, name: str) -> bool:
+    """Whether ``name`` exists: a database migrated only up to an older version lacks
+    what later migrations add."""
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
 
 
 async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> None:
@@ -233,19 +249,12 @@ async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> No
     lag = timedelta(seconds=s.rollup_lag_s)
     every = timedelta(seconds=s.rollup_refresh_s)
     late = s.rollup_late_window
-    day = timedelta(days=1)
-    for view, start, end in (
-        ("stats_hourly", late, lag),
-        # A day is refreshed whole, including the one the late window starts in, and an
-        # hour after the hourly refresh could have finished its last hour.
-        ("stats_daily", late and late + day, lag + timedelta(hours=1)),
-        # The fleet sums (migration 012) read their parent's materialisation: an hour
-        # behind it, and the same windows.
-        ("stats_hourly_fleet", late, lag + timedelta(hours=1)),
-        ("stats_daily_fleet", late and late + day, lag + timedelta(hours=2)),
-    ):
-        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", view):
-            continue  # migrated only up to a version before the view
+    for view, behind in AGGREGATE_LAG.items():
+        if not await relation_exists(conn, view):
+            continue
+        # A day is refreshed whole, including the one the late window starts in.
+        start = (late and late + timedelta(days=1)) if "daily" in view else late
+        end = lag + behind
         await conn.execute("SELECT remove_continuous_aggregate_policy($1, if_exists => true)", view)
         await conn.execute(
             """SELECT add_continuous_aggregate_policy($1, start_offset => $2::interval,
@@ -266,7 +275,7 @@ async def _configure_timescaledb(conn: asyncpg.Connection, s: HubSettings) -> No
         ("stats_hourly", s.rollup_retention_days),
         ("stats_hourly_fleet", s.rollup_retention_days),
     ):
-        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation):
+        if not await relation_exists(conn, relation):
             continue
         await conn.execute("SELECT remove_retention_policy($1, if_exists => true)", relation)
         if keep:

@@ -31,7 +31,14 @@ import structlog
 
 from cloud_hub import metrics
 from cloud_hub.settings import HubSettings
-from cloud_hub.storage.db import HUB_JOB_RELATIONS, Backend, detect_backend, ensure_partitions
+from cloud_hub.storage.db import (
+    AGGREGATE_LAG,
+    HUB_JOB_RELATIONS,
+    Backend,
+    detect_backend,
+    ensure_partitions,
+    relation_exists,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -39,16 +46,6 @@ _LOCK_KEY = 0x4855_4231  # one maintenance round at a time per database
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
-# TimescaleDB's continuous aggregates, parents before the aggregates built on them.
-_AGGREGATES = ("stats_hourly", "stats_daily", "stats_hourly_fleet", "stats_daily_fleet")
-# How far behind ``HUB_ROLLUP_LAG_S`` each one's refresh ends (as its policy's end offset,
-# db.configure_storage): an hour behind what it is built on.
-_BEHIND_PARENT = {
-    "stats_hourly": timedelta(),
-    "stats_daily": timedelta(hours=1),
-    "stats_hourly_fleet": timedelta(hours=1),
-    "stats_daily_fleet": timedelta(hours=2),
-}
 # The rollups' measures, in their columns' order (migrations 004 and 010): passers-by
 # (events), first visits, the sums behind mean age (watchers' ages: gender and age describe
 # watchers) and mean dwell, watchers, and watchers' known attention.
@@ -124,9 +121,9 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
     """Materialise everything once when nothing is: the refresh policies only look back
     ``HUB_ROLLUP_LATE_DAYS``, so events stored before the aggregates existed (a migrated
     database) would otherwise fall below the watermark unmaterialised."""
-    for view in _AGGREGATES:
-        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", view):
-            continue  # a database migrated only up to a version before it
+    for view, behind in AGGREGATE_LAG.items():
+        if not await relation_exists(conn, view):
+            continue
         mat = await conn.fetchval(
             """SELECT format('%I.%I', materialization_hypertable_schema,
                              materialization_hypertable_name)
@@ -151,7 +148,7 @@ async def _first_refresh(conn: asyncpg.Connection, s: HubSettings) -> None:
             archive is not None,
         ):
             log.info("rollup_first_refresh", view=view)
-            lag = timedelta(seconds=s.rollup_lag_s) + _BEHIND_PARENT[view]
+            lag = timedelta(seconds=s.rollup_lag_s) + behind
             if not await _refresh(conn, view, datetime.now(UTC) - lag):
                 continue  # the archive waits for a round whose refresh ran
         if archive is not None:
@@ -200,7 +197,7 @@ async def _restore_archive(conn: asyncpg.Connection, view: str, mat: str) -> Non
 
 async def run_timescaledb_jobs(conn: asyncpg.Connection) -> None:
     """Run the hub's TimescaleDB policies once, hours before days, as the scheduler would."""
-    order = {name: i for i, name in enumerate(_AGGREGATES)}
+    order = {name: i for i, name in enumerate(AGGREGATE_LAG)}
     jobs = await conn.fetch(
         f"""SELECT job_id, proc_name, hypertable_name FROM timescaledb_information.jobs
            WHERE hypertable_name IN {HUB_JOB_RELATIONS}"""
